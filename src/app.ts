@@ -1,0 +1,122 @@
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import fastifyCors from '@fastify/cors'
+import type { Config } from './config'
+import type { Bus } from './bus/bus'
+import { MemoryBus } from './bus/memory-bus'
+import { RedisBus } from './bus/redis-bus'
+import { Hub } from './delivery/hub'
+import { createMetrics, type Metrics } from './metrics/metrics'
+import authPlugin from './auth/plugin'
+import { GatewayError } from './errors'
+import { loggerOptions } from './logger'
+import eventsRoutes from './routes/events'
+import publishRoutes from './routes/publish'
+import ticketRoutes from './routes/tickets'
+import healthRoutes from './routes/health'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+    bus: Bus
+    hub: Hub
+    metrics: Metrics
+  }
+}
+
+export interface BuildOptions {
+  config: Config
+  /** A bus to use instead of the one the config describes (it is then not closed with the app). */
+  bus?: Bus
+  metrics?: Metrics
+  /** A pino logger instance, or fastify logger options; defaults from config.logLevel. */
+  logger?: FastifyServerOptions['loggerInstance'] | false
+}
+
+export async function createBus (config: Config, metrics: Metrics, log?: { warn: (o: object, m: string) => void }): Promise<Bus> {
+  if (config.redisUrl !== undefined) {
+    const bus = new RedisBus({
+      url: config.redisUrl,
+      prefix: config.channelPrefix,
+      historySize: config.historySize,
+      historyTtlS: config.historyTtlS,
+      onReconnect: () => metrics.busReconnects.inc(),
+      onDropped: (reason) => metrics.dropped.labels(reason).inc(),
+      log
+    })
+    await bus.connect()
+    return bus
+  }
+  return new MemoryBus({ historySize: config.historySize, historyTtlS: config.historyTtlS })
+}
+
+export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
+  const { config } = opts
+  const app = Fastify({
+    ...(opts.logger === false ? { logger: false } : opts.logger !== undefined ? { loggerInstance: opts.logger } : { logger: loggerOptions(config.logLevel) }),
+    requestIdHeader: 'x-request-id',
+    bodyLimit: config.maxBodyBytes,
+    // Streams live for hours; only the socket's own idleness ends them.
+    requestTimeout: 0,
+    return503OnClosing: true
+  })
+  const metrics = opts.metrics ?? createMetrics()
+  const bus = opts.bus ?? await createBus(config, metrics, app.log)
+  const hub = new Hub(bus, {
+    batchWindowMs: config.batchWindowMs,
+    heartbeatMs: config.heartbeatMs,
+    maxConnections: config.maxConnections,
+    maxConnectionsPerUser: config.maxConnectionsPerUser,
+    retryMs: config.retryMs,
+    log: app.log
+  }, metrics)
+  app.decorate('config', config)
+  app.decorate('bus', bus)
+  app.decorate('hub', hub)
+  app.decorate('metrics', metrics)
+
+  app.setErrorHandler((err: any, request, reply) => {
+    if (err instanceof GatewayError) {
+      if (err.statusCode >= 400 && err.statusCode < 500 && request.url.startsWith('/events')) {
+        metrics.connectionsRejected.labels(err.code).inc()
+      } else if (err.statusCode === 503 && request.url.startsWith('/events')) {
+        metrics.connectionsRejected.labels(err.code).inc()
+      }
+      if (err.headers !== undefined) reply.headers(err.headers)
+      return reply.code(err.statusCode).send({ error: err.code, message: err.message })
+    }
+    const status: number = typeof err.statusCode === 'number' ? err.statusCode : 500
+    if (status >= 500) {
+      request.log.error({ err }, 'request failed')
+      return reply.code(status).send({ error: 'internal_error', message: 'internal error' })
+    }
+    const code = status === 413
+      ? 'payload_too_large'
+      : err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
+        ? 'unsupported_media_type'
+        : /JSON/i.test(String(err.message)) || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ? 'invalid_json' : 'bad_request'
+    return reply.code(status).send({ error: code, message: err.message })
+  })
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).send({ error: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` })
+  })
+
+  if (config.corsOrigins !== undefined) {
+    await app.register(fastifyCors, {
+      origin: config.corsOrigins.includes('*') ? true : config.corsOrigins,
+      credentials: true,
+      allowedHeaders: ['authorization', 'content-type', 'last-event-id'],
+      maxAge: 600
+    })
+  }
+  await app.register(authPlugin, { config, store: bus.store })
+  await app.register(healthRoutes)
+  await app.register(eventsRoutes)
+  await app.register(publishRoutes)
+  await app.register(ticketRoutes)
+
+  app.addHook('onClose', async () => {
+    hub.close()
+    if (opts.bus === undefined) await bus.close()
+  })
+  return app
+}

@@ -1,0 +1,104 @@
+import { randomBytes } from 'node:crypto'
+import fp from 'fastify-plugin'
+import fastifyJwt from '@fastify/jwt'
+import fastifyCookie from '@fastify/cookie'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { Config } from '../config'
+import type { Store } from '../bus/bus'
+import { errors } from '../errors'
+
+export interface Claims {
+  sub: string
+  channels: string[]
+  role?: string
+  /** Seconds since epoch. */
+  exp?: number
+}
+
+export const TICKET_TTL_MS = 30_000
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    auth: {
+      /** Claims from a Bearer header, cookie or query token (or a ticket when allowed). */
+      claims (request: FastifyRequest, opts?: { ticket?: boolean, query?: boolean }): Promise<Claims>
+      issueTicket (claims: Claims): Promise<string>
+    }
+  }
+}
+
+function toClaims (payload: any): Claims {
+  if (payload === null || typeof payload !== 'object') throw errors.unauthorized('token payload is not an object')
+  if (typeof payload.sub !== 'string' || payload.sub.length === 0) throw errors.unauthorized('token has no "sub" claim')
+  if (payload.sub.length > 128 || /[\s\x00-\x1f*?[\]{}]/.test(payload.sub)) throw errors.unauthorized('token "sub" is not a usable user id')
+  const channels = payload.channels === undefined ? [] : payload.channels
+  if (!Array.isArray(channels) || !channels.every((c: unknown) => typeof c === 'string')) {
+    throw errors.unauthorized('token "channels" claim must be a list of strings')
+  }
+  return { sub: payload.sub, channels, role: typeof payload.role === 'string' ? payload.role : undefined, exp: typeof payload.exp === 'number' ? payload.exp : undefined }
+}
+
+function jwtProblem (err: any): string {
+  switch (err?.code) {
+    case 'FAST_JWT_EXPIRED': return 'token expired'
+    case 'FAST_JWT_INACTIVE': return 'token not yet valid'
+    case 'FAST_JWT_INVALID_SIGNATURE': return 'token signature is invalid'
+    case 'FAST_JWT_MALFORMED': case 'FAST_JWT_INVALID_TYPE': return 'token is malformed'
+    case 'FAST_JWT_INVALID_ALGORITHM': return 'token algorithm is not accepted'
+    case 'FAST_JWT_INVALID_CLAIM_VALUE': case 'FAST_JWT_MISSING_REQUIRED_CLAIM': return 'token issuer or audience is not accepted'
+    default: return 'token is invalid'
+  }
+}
+
+async function authPlugin (app: FastifyInstance, opts: { config: Config, store: Store }): Promise<void> {
+  const { jwt } = opts.config
+  await app.register(fastifyCookie)
+  await app.register(fastifyJwt, {
+    secret: jwt.secret ?? { public: jwt.publicKey as string },
+    verify: {
+      algorithms: jwt.secret !== undefined ? ['HS256'] : ['RS256', 'ES256'],
+      ...(jwt.issuer !== undefined ? { allowedIss: jwt.issuer } : {}),
+      ...(jwt.audience !== undefined ? { allowedAud: jwt.audience } : {})
+    }
+  })
+
+  const verify = (token: string): Claims => {
+    let payload: unknown
+    try {
+      payload = app.jwt.verify(token)
+    } catch (err) {
+      throw errors.unauthorized(jwtProblem(err))
+    }
+    return toClaims(payload)
+  }
+
+  app.decorate('auth', {
+    async claims (request: FastifyRequest, o: { ticket?: boolean, query?: boolean } = {}): Promise<Claims> {
+      const header = request.headers.authorization
+      if (header !== undefined) {
+        const m = /^Bearer\s+(\S+)\s*$/i.exec(header)
+        if (m === null) throw errors.unauthorized('Authorization header must be "Bearer <token>"')
+        return verify(m[1])
+      }
+      const q = request.query as Record<string, unknown> | undefined
+      if (o.ticket === true && typeof q?.ticket === 'string') {
+        const raw = await opts.store.take(`ticket:${q.ticket}`)
+        if (raw === null) throw errors.unauthorized('ticket is unknown, expired or already used')
+        const claims = JSON.parse(raw) as Claims
+        if (claims.exp !== undefined && claims.exp * 1000 <= Date.now()) throw errors.unauthorized('token expired')
+        return claims
+      }
+      if (o.query === true && typeof q?.access_token === 'string') return verify(q.access_token)
+      const cookie = request.cookies?.sse_token
+      if (typeof cookie === 'string' && cookie.length > 0) return verify(cookie)
+      throw errors.unauthorized('no token: send Authorization: Bearer <token>, an sse_token cookie, ?access_token= or ?ticket=')
+    },
+    async issueTicket (claims: Claims): Promise<string> {
+      const ticket = randomBytes(24).toString('base64url')
+      await opts.store.set(`ticket:${ticket}`, JSON.stringify(claims), TICKET_TTL_MS, true)
+      return ticket
+    }
+  })
+}
+
+export default fp(authPlugin, { name: 'auth', fastify: '5.x' })

@@ -1,0 +1,93 @@
+/**
+ * The bus contract. Every source of messages (HTTP publish, the publisher helper, Replicate
+ * updates) calls `publish`; every stream is fed by `subscribe`. Two implementations keep the
+ * same guarantees: memory-bus.ts (one process) and redis-bus.ts (many instances, one Redis).
+ *
+ * Guarantees:
+ * 1. `publish` is atomic per call: every message of the call is appended to its channel's
+ *    history AND published live, or none is (a message is never live-only or history-only).
+ *    It resolves with the ids assigned, in input order.
+ * 2. Ids are `<ms>-<seq>` (Redis Stream ids) and strictly increase per channel.
+ * 3. Once `subscribe` resolves, the listener receives every message of that channel with an id
+ *    greater than `position(channel)` at that moment, in id order, exactly once, even across a
+ *    lost Redis connection (the gap is refilled from history). If the gap is larger than the
+ *    history, `onReset` is called instead and delivery continues from the newest message.
+ * 4. `read(channel, after)` returns the history after a cursor id, or `reset: true` when that
+ *    cursor is older than what history still holds.
+ */
+export interface Envelope {
+  channel: string
+  event: string
+  data: unknown
+  key?: string
+  ts: number
+}
+
+export interface BusMessage extends Envelope {
+  id: string
+}
+
+export interface Listener {
+  onMessage (msg: BusMessage): void
+  onReset? (channel: string, head: string): void
+}
+
+export interface ReadResult {
+  messages: BusMessage[]
+  /** The newest id of the channel at read time ('0-0' when it has none). */
+  head: string
+  /** The cursor is older than the retained history (or from another history altogether). */
+  reset: boolean
+}
+
+/** Small key-value store with TTLs: tickets, prediction owners, poller locks, webhook ids. */
+export interface Store {
+  /** Sets `key`; with `nx` only when absent. Resolves true when written. */
+  set (key: string, value: string, ttlMs: number, nx?: boolean): Promise<boolean>
+  get (key: string): Promise<string | null>
+  /** Gets and deletes in one step (single-use tickets). */
+  take (key: string): Promise<string | null>
+  del (key: string): Promise<void>
+  /** Extends the TTL only while the key still holds `value` (lock renewal). */
+  refresh (key: string, value: string, ttlMs: number): Promise<boolean>
+  /** Deletes only while the key still holds `value` (lock release). */
+  release (key: string, value: string): Promise<boolean>
+}
+
+export interface Bus {
+  readonly kind: 'memory' | 'redis' | 'redis-cluster'
+  readonly store: Store
+  publish (messages: Envelope[]): Promise<string[]>
+  subscribe (channel: string, listener: Listener): Promise<void>
+  unsubscribe (channel: string, listener: Listener): void
+  /** The id of the last message delivered live on a subscribed channel. */
+  position (channel: string): string
+  read (channel: string, after: string): Promise<ReadResult>
+  isReady (): boolean
+  /** Channels with a live subscription held by this instance. */
+  subscriptionCount (): number
+  close (): Promise<void>
+}
+
+export const ZERO_ID = '0-0'
+
+/** Compares two `<ms>-<seq>` ids numerically without allocating. */
+export function compareIds (a: string, b: string): number {
+  if (a === b) return 0
+  const da = a.indexOf('-')
+  const db = b.indexOf('-')
+  if (da !== db) return da - db // fewer ms digits is smaller (no leading zeros)
+  for (let i = 0; i < da; i++) {
+    const d = a.charCodeAt(i) - b.charCodeAt(i)
+    if (d !== 0) return d
+  }
+  const sa = a.length - da
+  const sb = b.length - db
+  if (sa !== sb) return sa - sb
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
+const ID_RE = /^[0-9]{1,16}-[0-9]{1,16}$/
+export function isId (s: string): boolean {
+  return ID_RE.test(s)
+}

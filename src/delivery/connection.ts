@@ -1,0 +1,230 @@
+import type { ServerResponse } from 'node:http'
+import { compareIds } from '../bus/bus'
+import type { Metrics } from '../metrics/metrics'
+import { HEARTBEAT } from './sse'
+
+/** One message, framed once, shared by every connection that receives it. */
+export interface Frame {
+  id: string
+  channel: string
+  event: string
+  key: string | undefined
+  ts: number
+  body: string
+}
+
+export type CloseReason = 'client' | 'slow_consumer' | 'auth_expired' | 'drain' | 'error' | 'shutdown'
+
+export interface ConnectionOptions {
+  res: ServerResponse
+  user: string
+  channels: string[]
+  hash: string
+  events: Set<string> | null
+  maxBufferedBytes: number
+  immediate: boolean
+  metrics: Metrics
+  onClose: (conn: Connection, reason: CloseReason) => void
+}
+
+/**
+ * A live SSE stream. Frames reach it through push(); it filters, de-duplicates by id per
+ * channel, conflates by key, and writes either at once (window 0) or when the shared batcher
+ * flushes it. Per recipient it stores only a frame reference and a channel index.
+ */
+export class Connection {
+  readonly user: string
+  readonly channels: string[]
+  readonly hash: string
+  readonly openedAt = Date.now()
+  /** Last id written, per channel: the cursor. */
+  readonly pos: string[]
+  /** Last id accepted (written or pending), per channel: duplicate filter. */
+  private readonly queued: string[]
+  private readonly events: Set<string> | null
+  private readonly res: ServerResponse
+  private readonly max: number
+  private readonly immediate: boolean
+  private readonly m: Metrics
+  private readonly onClose: ConnectionOptions['onClose']
+  private readonly cursorPrefix: string
+  state: 'syncing' | 'live' | 'closed' = 'syncing'
+  /** Set by the batcher: already in its dirty set. */
+  dirty = false
+  private frames: Array<Frame | null> = []
+  private idx: number[] = []
+  private bytes = 0
+  private keys: Map<string, number> | null = null
+  private expiry: NodeJS.Timeout | null = null
+
+  constructor (o: ConnectionOptions) {
+    this.res = o.res
+    this.user = o.user
+    this.channels = o.channels
+    this.hash = o.hash
+    this.events = o.events
+    this.max = o.maxBufferedBytes
+    this.immediate = o.immediate
+    this.m = o.metrics
+    this.onClose = o.onClose
+    this.cursorPrefix = `${o.hash}:`
+    this.pos = o.channels.map(() => '0-0')
+    this.queued = this.pos.slice()
+    o.res.on('close', () => this.close('client'))
+    o.res.on('error', () => this.close('error'))
+  }
+
+  cursor (): string {
+    return this.cursorPrefix + (this.pos.length === 1 ? this.pos[0] : this.pos.join(','))
+  }
+
+  /** Sets where each channel starts (after sync), before live frames are released. */
+  setPositions (positions: string[]): void {
+    for (let i = 0; i < positions.length; i++) {
+      this.pos[i] = positions[i]
+      this.queued[i] = positions[i]
+    }
+  }
+
+  get closed (): boolean {
+    return this.state === 'closed'
+  }
+
+  accepts (event: string): boolean {
+    return this.events === null || this.events.has(event)
+  }
+
+  push (i: number, f: Frame): void {
+    if (this.state === 'closed') return
+    if (this.events !== null && !this.events.has(f.event)) return
+    if (this.state === 'syncing') {
+      // Held until the replay is written; dedupe happens when released.
+      this.frames.push(f)
+      this.idx.push(i)
+      this.bytes += f.body.length
+      if (this.bytes > this.max) this.close('slow_consumer')
+      return
+    }
+    if (compareIds(f.id, this.queued[i]) <= 0) return
+    this.queued[i] = f.id
+    if (this.immediate) {
+      this.pos[i] = f.id
+      this.writeFrames(f.body + 'id: ' + this.cursor() + '\n\n', 1, f.ts)
+      return
+    }
+    if (f.key !== undefined) this.conflate(i, f)
+    this.frames.push(f)
+    this.idx.push(i)
+    this.bytes += f.body.length
+    if (this.bytes > this.max) this.close('slow_consumer')
+  }
+
+  private conflate (i: number, f: Frame): void {
+    if (this.keys === null) this.keys = new Map()
+    const at = this.keys.get(f.key as string)
+    // Same channel only: replacing across channels would let a cursor skip the older value.
+    if (at !== undefined && this.idx[at] === i && this.frames[at] !== null) {
+      this.bytes -= (this.frames[at] as Frame).body.length
+      this.frames[at] = null
+      this.m.droppedConflated.inc()
+    }
+    this.keys.set(f.key as string, this.frames.length)
+  }
+
+  /** Releases frames held while syncing, then behaves live. */
+  goLive (): void {
+    if (this.state !== 'syncing') return
+    const frames = this.frames
+    const idx = this.idx
+    this.frames = []
+    this.idx = []
+    this.bytes = 0
+    this.state = 'live'
+    for (let k = 0; k < frames.length; k++) this.push(idx[k], frames[k] as Frame)
+  }
+
+  /** Writes pending frames in one socket write. Called by the batcher's shared tick. */
+  flush (now: number): void {
+    this.dirty = false
+    if (this.state !== 'live' || this.frames.length === 0) return
+    let out = ''
+    let n = 0
+    for (let k = 0; k < this.frames.length; k++) {
+      const f = this.frames[k]
+      if (f === null) continue
+      this.pos[this.idx[k]] = f.id
+      out += f.body + 'id: ' + this.cursor() + '\n\n'
+      this.m.latency.observe((now - f.ts) / 1000)
+      n++
+    }
+    this.frames.length = 0
+    this.idx.length = 0
+    this.bytes = 0
+    if (this.keys !== null) this.keys.clear()
+    if (n > 0) this.writeFrames(out, n, -1)
+  }
+
+  hasPending (): boolean {
+    return this.frames.length > 0
+  }
+
+  private writeFrames (out: string, n: number, ts: number): void {
+    if (ts >= 0) this.m.latency.observe((Date.now() - ts) / 1000)
+    this.res.write(out)
+    this.m.socketWrites.inc()
+    this.m.delivered.inc(n)
+    this.m.batchSize.observe(n)
+    if (this.res.writableLength > this.max) this.close('slow_consumer')
+  }
+
+  /** Replay and control output; resolves once the socket took it (backpressure-aware). */
+  async writeAsync (s: string): Promise<void> {
+    if (this.state === 'closed') return
+    if (this.res.write(s)) return
+    if (this.res.writableLength > this.max) {
+      this.close('slow_consumer')
+      return
+    }
+    await new Promise<void>(resolve => {
+      const done = (): void => {
+        this.res.off('drain', done)
+        this.res.off('close', done)
+        resolve()
+      }
+      this.res.on('drain', done)
+      this.res.on('close', done)
+    })
+  }
+
+  heartbeat (): void {
+    if (this.state === 'live' && this.frames.length === 0) this.res.write(HEARTBEAT)
+  }
+
+  expireAt (epochMs: number, frame: string): void {
+    const delay = epochMs - Date.now()
+    // Node timers overflow past 2^31-1 ms (~24.8 days); such tokens simply never expire here.
+    if (delay > 2 ** 31 - 1) return
+    this.expiry = setTimeout(() => this.end(frame, 'auth_expired'), Math.max(0, delay))
+    this.expiry.unref()
+  }
+
+  /** Writes a last frame and ends the stream gracefully. */
+  end (frame: string, reason: CloseReason): void {
+    if (this.state === 'closed') return
+    if (this.state === 'live') this.flush(Date.now())
+    this.res.end(frame)
+    this.close(reason)
+  }
+
+  close (reason: CloseReason): void {
+    if (this.state === 'closed') return
+    this.state = 'closed'
+    this.frames = []
+    this.idx = []
+    if (this.expiry !== null) clearTimeout(this.expiry)
+    // A slow consumer is cut off at once: ending gracefully would queue behind its backlog.
+    if (reason === 'slow_consumer' || reason === 'error') this.res.destroy()
+    else if (!this.res.writableEnded) this.res.end()
+    this.onClose(this, reason)
+  }
+}

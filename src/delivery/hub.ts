@@ -1,0 +1,214 @@
+import type { Bus, BusMessage, Listener } from '../bus/bus'
+import { errors } from '../errors'
+import type { Metrics } from '../metrics/metrics'
+import { Connection, type CloseReason, type Frame } from './connection'
+import { decodeCursor } from './cursor'
+import { controlFrame, messageBody, retryFrame } from './sse'
+
+export interface HubOptions {
+  batchWindowMs: number
+  heartbeatMs: number
+  maxConnections: number
+  maxConnectionsPerUser: number
+  retryMs: number
+  log: { info: (o: object, m: string) => void, warn: (o: object, m: string) => void }
+}
+
+/**
+ * Channel → local connections. Holds ONE bus subscription per channel with local interest,
+ * frames each message once, and fans it out. One shared flush tick and one shared heartbeat
+ * timer serve every connection.
+ */
+export class Hub {
+  private readonly channels = new Map<string, Map<Connection, number>>()
+  private readonly ready = new Map<string, Promise<void>>()
+  readonly connections = new Set<Connection>()
+  private readonly perUser = new Map<string, number>()
+  private readonly dirty = new Set<Connection>()
+  private readonly listener: Listener
+  private readonly flushTimer: NodeJS.Timeout | null
+  private readonly heartbeatTimer: NodeJS.Timeout
+  draining = false
+
+  constructor (private readonly bus: Bus, private readonly opts: HubOptions, private readonly m: Metrics) {
+    this.listener = {
+      onMessage: (msg) => this.fanout(msg),
+      onReset: (channel, head) => this.reset(channel, head)
+    }
+    this.flushTimer = opts.batchWindowMs > 0 ? setInterval(() => this.flush(), opts.batchWindowMs) : null
+    this.flushTimer?.unref()
+    this.heartbeatTimer = setInterval(() => { for (const c of this.connections) c.heartbeat() }, opts.heartbeatMs)
+    this.heartbeatTimer.unref()
+  }
+
+  /** Throws the limit error a new stream of `user` would hit; counts nothing. */
+  admit (user: string): void {
+    const retry = Math.max(1, Math.ceil(this.opts.retryMs / 1000))
+    if (this.draining) throw errors.draining(retry)
+    if (!this.bus.isReady()) throw errors.busUnavailable()
+    if (this.connections.size >= this.opts.maxConnections) throw errors.instanceFull(retry)
+    if ((this.perUser.get(user) ?? 0) >= this.opts.maxConnectionsPerUser) throw errors.userLimit(this.opts.maxConnectionsPerUser, retry)
+  }
+
+  get immediate (): boolean {
+    return this.flushTimer === null
+  }
+
+  /**
+   * Registers a connection, subscribes its channels, replays what its cursor missed and
+   * switches it to live. Subscribing BEFORE reading history is what makes the handover
+   * gapless; the per-channel id check in the connection makes it duplicate-free.
+   */
+  async attach (conn: Connection, lastEventId: string | null): Promise<void> {
+    this.connections.add(conn)
+    this.perUser.set(conn.user, (this.perUser.get(conn.user) ?? 0) + 1)
+    this.m.connectionsActive.set(this.connections.size)
+    this.m.connectionsOpened.inc()
+    const waits: Array<Promise<void>> = []
+    conn.channels.forEach((ch, i) => {
+      let conns = this.channels.get(ch)
+      if (conns === undefined) {
+        conns = new Map()
+        this.channels.set(ch, conns)
+        const p = this.bus.subscribe(ch, this.listener)
+        this.ready.set(ch, p)
+        this.m.busSubscriptions.set(this.bus.subscriptionCount())
+      }
+      conns.set(conn, i)
+      waits.push(this.ready.get(ch) as Promise<void>)
+    })
+    await Promise.all(waits)
+    if (conn.closed) return
+
+    const n = conn.channels.length
+    const from = lastEventId === null ? null : decodeCursor(lastEventId, conn.hash, n)
+    if (from !== null) conn.setPositions(from)
+    const positions: string[] = []
+    const resetChannels: string[] = []
+    let out = ''
+    let replayed = 0
+    for (let i = 0; i < n; i++) {
+      const ch = conn.channels[i]
+      if (from === null) {
+        positions.push(this.bus.position(ch))
+        if (lastEventId !== null) resetChannels.push(ch) // a cursor for another channel set
+        continue
+      }
+      const r = await this.bus.read(ch, from[i])
+      if (conn.closed) return
+      if (r.reset) {
+        positions.push(r.head)
+        resetChannels.push(ch)
+        continue
+      }
+      let p = from[i]
+      for (const msg of r.messages) {
+        if (!conn.accepts(msg.event)) continue
+        conn.pos[i] = msg.id
+        p = msg.id
+        out += messageBody(msg.event, msg.data) + 'id: ' + conn.cursor() + '\n\n'
+        replayed++
+        if (out.length > 65536) {
+          await conn.writeAsync(out)
+          out = ''
+        }
+      }
+      positions.push(r.messages.length > 0 ? r.messages[r.messages.length - 1].id : p)
+    }
+    conn.setPositions(positions)
+    if (resetChannels.length > 0) {
+      this.m.resets.inc()
+      out = controlFrame('reset', { channels: resetChannels }) + out
+    }
+    // An id-only frame: the client holds a cursor before its first message (spec: no dispatch).
+    if (replayed === 0) out += `id: ${conn.cursor()}\n\n`
+    if (replayed > 0) {
+      this.m.replayed.inc(replayed)
+      this.m.delivered.inc(replayed)
+    }
+    await conn.writeAsync(out)
+    conn.goLive()
+  }
+
+  private leave (conn: Connection, reason: CloseReason): void {
+    if (!this.connections.delete(conn)) return
+    const left = (this.perUser.get(conn.user) ?? 1) - 1
+    if (left === 0) this.perUser.delete(conn.user)
+    else this.perUser.set(conn.user, left)
+    this.dirty.delete(conn)
+    for (const ch of conn.channels) {
+      const conns = this.channels.get(ch)
+      if (conns === undefined) continue
+      conns.delete(conn)
+      if (conns.size === 0) {
+        this.channels.delete(ch)
+        this.ready.delete(ch)
+        this.bus.unsubscribe(ch, this.listener)
+      }
+    }
+    this.m.busSubscriptions.set(this.bus.subscriptionCount())
+    this.m.connectionsActive.set(this.connections.size)
+    this.m.connectionsClosed.labels(reason).inc()
+    this.m.connectionDuration.observe((Date.now() - conn.openedAt) / 1000)
+    this.opts.log.info({ user: conn.user, channels: conn.channels.length, reason, durationMs: Date.now() - conn.openedAt }, 'stream closed')
+  }
+
+  readonly onClose = (conn: Connection, reason: CloseReason): void => this.leave(conn, reason)
+
+  private fanout (msg: BusMessage): void {
+    const conns = this.channels.get(msg.channel)
+    if (conns === undefined) return
+    const frame: Frame = { id: msg.id, channel: msg.channel, event: msg.event, key: msg.key, ts: msg.ts, body: messageBody(msg.event, msg.data) }
+    const dirty = this.dirty
+    const batching = this.flushTimer !== null
+    conns.forEach((i, conn) => {
+      conn.push(i, frame)
+      if (batching && !conn.dirty && conn.hasPending()) {
+        conn.dirty = true
+        dirty.add(conn)
+      }
+    })
+  }
+
+  private reset (channel: string, head: string): void {
+    const conns = this.channels.get(channel)
+    if (conns === undefined) return
+    this.m.resets.inc()
+    const frame = controlFrame('reset', { channels: [channel] })
+    conns.forEach((i, conn) => {
+      conn.pos[i] = head
+      void conn.writeAsync(frame)
+    })
+  }
+
+  private flush (): void {
+    if (this.dirty.size === 0) return
+    const now = Date.now()
+    for (const conn of this.dirty) conn.flush(now)
+    this.dirty.clear()
+  }
+
+  /** Closes every stream with a jittered `retry:` hint, spread evenly over `ms`. */
+  async drain (ms: number): Promise<void> {
+    this.draining = true
+    const conns = [...this.connections]
+    const perTick = Math.ceil(conns.length / Math.max(1, Math.floor(ms / 10)))
+    for (let k = 0; k < conns.length; k += perTick) {
+      for (const c of conns.slice(k, k + perTick)) {
+        // Jitter spreads the reconnects so the remaining instances absorb them smoothly.
+        c.end(retryFrame(Math.round(this.opts.retryMs / 2 + Math.random() * this.opts.retryMs)), 'drain')
+      }
+      if (k + perTick < conns.length) await new Promise(resolve => setTimeout(resolve, 10))
+    }
+  }
+
+  channelCount (): number {
+    return this.channels.size
+  }
+
+  close (): void {
+    if (this.flushTimer !== null) clearInterval(this.flushTimer)
+    clearInterval(this.heartbeatTimer)
+    for (const c of [...this.connections]) c.close('shutdown')
+  }
+}

@@ -1,0 +1,71 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { Claims } from '../auth/plugin'
+import { Connection } from './connection'
+import { channelSetHash } from './cursor'
+import { controlFrame, retryFrame } from './sse'
+
+export interface StreamSpec {
+  claims: Claims
+  channels: string[]
+  events: Set<string> | null
+}
+
+/**
+ * Turns an authorised request into an SSE stream. Everything that can fail with a status code
+ * (auth, channels, limits) must have been checked before: from here on the answer is 200.
+ */
+export async function openStream (app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, spec: StreamSpec): Promise<void> {
+  const { hub, config } = app
+  hub.admit(spec.claims.sub)
+  const q = request.query as Record<string, unknown>
+  const header = request.headers['last-event-id']
+  const lastEventId = typeof header === 'string' && header.length > 0
+    ? header
+    : typeof q.lastEventId === 'string' && q.lastEventId.length > 0 ? q.lastEventId : null
+
+  reply.hijack()
+  const res = reply.raw
+  res.writeHead(200, {
+    ...(reply.getHeaders() as Record<string, string>),
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no'
+  })
+  // The gateway batches by itself; Nagle would only add delay on top of the window.
+  request.raw.socket.setNoDelay(true)
+  res.write(retryFrame(config.retryMs) + ': connected\n\n')
+
+  const conn = new Connection({
+    res,
+    user: spec.claims.sub,
+    channels: spec.channels,
+    hash: channelSetHash(spec.channels),
+    events: spec.events,
+    maxBufferedBytes: config.maxBufferedBytes,
+    immediate: hub.immediate,
+    metrics: app.metrics,
+    onClose: hub.onClose
+  })
+  if (spec.claims.exp !== undefined) {
+    conn.expireAt(spec.claims.exp * 1000, controlFrame('auth-expired', { reason: 'token expired' }))
+  }
+  request.log.info({ user: spec.claims.sub, channels: spec.channels.length, resume: lastEventId !== null }, 'stream opened')
+  try {
+    await hub.attach(conn, lastEventId)
+  } catch (err) {
+    request.log.warn({ err }, 'stream sync failed')
+    conn.close('error')
+  }
+}
+
+export function parseEvents (raw: unknown): Set<string> | null {
+  if (typeof raw !== 'string' && !Array.isArray(raw)) return null
+  const names = (Array.isArray(raw) ? raw.join(',') : raw).split(',').map(s => s.trim()).filter(Boolean)
+  return names.length > 0 ? new Set(names) : null
+}
+
+export function asList (raw: unknown): string[] {
+  if (raw === undefined) return []
+  return Array.isArray(raw) ? raw.map(String) : [String(raw)]
+}

@@ -1,0 +1,8 @@
+export { buildApp, createBus, type BuildOptions } from './app'
+export { loadConfig, ConfigError, type Config } from './config'
+export type { Bus, BusMessage, Envelope, Listener, Store } from './bus/bus'
+export { MemoryBus } from './bus/memory-bus'
+export { RedisBus } from './bus/redis-bus'
+export { createPublisher, type Publisher, type PublishInput } from './publisher'
+export { createMetrics, type Metrics } from './metrics/metrics'
+export { GatewayError } from './errors'

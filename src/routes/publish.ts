@@ -1,0 +1,18 @@
+import type { FastifyInstance } from 'fastify'
+import { parsePublishBody } from '../bus/validate'
+import { errors } from '../errors'
+
+export default async function publishRoutes (app: FastifyInstance): Promise<void> {
+  const published = app.metrics.published.labels('http')
+  app.post('/publish', { bodyLimit: app.config.maxBodyBytes }, async (request, reply) => {
+    const claims = await app.auth.claims(request)
+    if (claims.role !== 'publisher') throw errors.publisherRequired()
+    const messages = parsePublishBody(request.body, Date.now())
+    if (!app.bus.isReady()) throw errors.busUnavailable()
+    // One bus call: the whole request is published atomically or not at all.
+    const ids = await app.bus.publish(messages)
+    published.inc(ids.length)
+    reply.code(202)
+    return { ids }
+  })
+}

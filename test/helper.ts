@@ -1,0 +1,194 @@
+import net from 'node:net'
+import { randomBytes } from 'node:crypto'
+import { createSigner } from 'fast-jwt'
+import type { FastifyInstance } from 'fastify'
+import { buildApp, type BuildOptions } from '../src/app'
+import { loadConfig, type Config } from '../src/config'
+
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+export const SECRET = 'test-secret-which-is-long-enough'
+
+interface T { teardown (fn: () => unknown): void }
+
+/** A CHANNEL_PREFIX of its own, so test files sharing one Redis never see each other. */
+export function uniquePrefix (): string {
+  return `t${randomBytes(4).toString('hex')}:`
+}
+
+export function testConfig (env: Record<string, string> = {}): Config {
+  return loadConfig({ JWT_SECRET: SECRET, REDIS_URL, CHANNEL_PREFIX: uniquePrefix(), LOG_LEVEL: 'silent', HOST: '127.0.0.1', PORT: '0', ...env })
+}
+
+export interface Gateway {
+  app: FastifyInstance
+  url: string
+  port: number
+  config: Config
+}
+
+/** A ready gateway on a real port (real Redis unless REDIS_URL is given empty), closed by t.teardown. */
+export async function build (t: T, env: Record<string, string> = {}, opts: Partial<BuildOptions> = {}): Promise<Gateway> {
+  const fullEnv = { ...env }
+  const config = testConfig(fullEnv)
+  if (env.REDIS_URL === '') delete (config as any).redisUrl
+  const app = await buildApp({ config, logger: false, ...opts })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => app.close())
+  const port = (app.server.address() as net.AddressInfo).port
+  return { app, url: `http://127.0.0.1:${port}`, port, config }
+}
+
+export function sign (claims: Record<string, unknown>, opts: { ttlS?: number, key?: string, algorithm?: any, iss?: string, aud?: string } = {}): string {
+  const signer = createSigner({
+    key: opts.key ?? SECRET,
+    algorithm: opts.algorithm ?? 'HS256',
+    ...(opts.ttlS !== undefined ? { expiresIn: opts.ttlS * 1000 } : {}),
+    ...(opts.iss !== undefined ? { iss: opts.iss } : {}),
+    ...(opts.aud !== undefined ? { aud: opts.aud } : {})
+  })
+  return signer(claims)
+}
+
+export const publisherToken = (): string => sign({ sub: 'backend', role: 'publisher' })
+
+export async function publish (url: string, body: unknown, token = publisherToken()): Promise<{ status: number, body: any }> {
+  const res = await fetch(`${url}/publish`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body)
+  })
+  return { status: res.status, body: await res.json() }
+}
+
+/** Polls until `cond` holds; fails after `ms`. Never a fixed sleep. */
+export async function waitFor (cond: () => boolean | Promise<boolean>, ms = 10000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms
+  for (;;) {
+    if (await cond()) return
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+}
+
+export interface SseFrame { id?: string, event?: string, data?: string, retry?: number, comment?: string }
+
+/** Minimal SSE parser for asserting exact frames. */
+export function parseFrames (text: string): SseFrame[] {
+  const frames: SseFrame[] = []
+  for (const block of text.split('\n\n')) {
+    if (block === '') continue
+    const f: SseFrame = {}
+    const data: string[] = []
+    for (const line of block.split('\n')) {
+      if (line.startsWith(':')) { f.comment = line.slice(1).trim(); continue }
+      const i = line.indexOf(':')
+      const field = i === -1 ? line : line.slice(0, i)
+      const value = i === -1 ? '' : line.slice(i + 1).replace(/^ /, '')
+      if (field === 'data') data.push(value)
+      else if (field === 'id') f.id = value
+      else if (field === 'event') f.event = value
+      else if (field === 'retry') f.retry = Number(value)
+    }
+    if (data.length > 0) f.data = data.join('\n')
+    frames.push(f)
+  }
+  return frames
+}
+
+/**
+ * An SSE client on a raw socket: exact bytes, each socket read recorded, able to stop reading
+ * (a slow consumer) or to vanish mid-stream.
+ */
+export class RawStream {
+  readonly socket: net.Socket
+  status = 0
+  headers: Record<string, string> = {}
+  /** Body bytes as received, one entry per socket read after the head. */
+  reads: Buffer[] = []
+  closed = false
+  private head = Buffer.alloc(0)
+  private headDone = false
+  private cache: { n: number, text: string } = { n: -1, text: '' }
+
+  constructor (port: number, path: string, headers: Record<string, string> = {}) {
+    this.socket = net.connect(port, '127.0.0.1')
+    const lines = [`GET ${path} HTTP/1.1`, 'Host: 127.0.0.1', 'Accept: text/event-stream', ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`), '', '']
+    this.socket.write(lines.join('\r\n'))
+    this.socket.on('data', (chunk: Buffer) => this.onData(chunk))
+    this.socket.on('close', () => { this.closed = true })
+    this.socket.on('error', () => { this.closed = true })
+  }
+
+  private onData (chunk: Buffer): void {
+    if (this.headDone) {
+      this.reads.push(chunk)
+      return
+    }
+    this.head = Buffer.concat([this.head, chunk])
+    const end = this.head.indexOf('\r\n\r\n')
+    if (end === -1) return
+    const rest = this.head.subarray(end + 4)
+    const [statusLine, ...hs] = this.head.subarray(0, end).toString('latin1').split('\r\n')
+    this.status = Number(statusLine.split(' ')[1])
+    for (const h of hs) {
+      const i = h.indexOf(':')
+      this.headers[h.slice(0, i).toLowerCase()] = h.slice(i + 1).trim()
+    }
+    this.headDone = true
+    if (rest.length > 0) this.reads.push(Buffer.from(rest))
+  }
+
+  /** The decoded body (chunked transfer-encoding removed). */
+  text (): string {
+    if (this.cache.n === this.reads.length) return this.cache.text
+    const raw = Buffer.concat(this.reads)
+    let text: string
+    if (this.headers['transfer-encoding'] !== 'chunked') {
+      text = raw.toString('utf8')
+    } else {
+      const parts: Buffer[] = []
+      let at = 0
+      for (;;) {
+        const nl = raw.indexOf('\r\n', at)
+        if (nl === -1) break
+        const size = parseInt(raw.subarray(at, nl).toString('latin1'), 16)
+        if (Number.isNaN(size) || size === 0 || nl + 2 + size > raw.length) break
+        parts.push(raw.subarray(nl + 2, nl + 2 + size))
+        at = nl + 2 + size + 2
+      }
+      text = Buffer.concat(parts).toString('utf8')
+    }
+    this.cache = { n: this.reads.length, text }
+    return text
+  }
+
+  /** How many socket reads carried part of the body (chunk framing bytes included). */
+  readCount (): number {
+    return this.reads.length
+  }
+
+  frames (): SseFrame[] {
+    return parseFrames(this.text())
+  }
+
+  messages (): SseFrame[] {
+    return this.frames().filter(f => f.data !== undefined)
+  }
+
+  async waitHead (): Promise<void> {
+    await waitFor(() => this.status > 0 || this.closed, 10000, 'response head')
+  }
+
+  async waitMessages (n: number, ms = 10000): Promise<SseFrame[]> {
+    await waitFor(() => this.messages().length >= n, ms, `${n} messages (have ${this.messages().length})`)
+    return this.messages()
+  }
+
+  async waitClosed (ms = 10000): Promise<void> {
+    await waitFor(() => this.closed, ms, 'stream to close')
+  }
+
+  close (): void {
+    this.socket.destroy()
+  }
+}

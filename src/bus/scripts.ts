@@ -22,8 +22,8 @@ return ids
 
 /**
  * KEYS[1]: history stream. ARGV: cursor id ('' = only the head), max entries.
- * Returns { reset (0|1), head id, entries }. A cursor is stale when it is below the newest
- * trimmed id (a gap), above the newest id (another history), or names a stream that expired.
+ * Returns { reset (0|1), head id, entries }. A cursor is stale when it is below the first
+ * retained id of a trimmed stream (a gap), above the newest id (another history), or names a stream that expired.
  */
 export const READ_LUA = `
 local key = KEYS[1]
@@ -42,13 +42,19 @@ if redis.call('EXISTS', key) == 0 then
   return {1, '0-0', {}}
 end
 local info = redis.call('XINFO', 'STREAM', key)
-local head, trimmed = '0-0', '0-0'
+local head, first, added, len = '0-0', '0-0', 0, 0
 for i = 1, #info, 2 do
-  if info[i] == 'last-generated-id' then head = info[i + 1]
-  elseif info[i] == 'max-deleted-entry-id' then trimmed = info[i + 1] end
+  local k = info[i]
+  if k == 'last-generated-id' then head = info[i + 1]
+  elseif k == 'recorded-first-entry-id' then first = info[i + 1]
+  elseif k == 'entries-added' then added = info[i + 1]
+  elseif k == 'length' then len = info[i + 1] end
 end
+-- Trimming drops the oldest entries (and max-deleted-entry-id does not track it on 7.0), so
+-- a cursor before the first retained entry of a trimmed stream may have missed some.
+local trimmed = added > len
 if after == '' then return {0, head, {}} end
-if cmp(after, trimmed) < 0 or cmp(after, head) > 0 then return {1, head, {}} end
+if (trimmed and cmp(after, first) < 0) or cmp(after, head) > 0 then return {1, head, {}} end
 return {0, head, redis.call('XRANGE', key, '(' .. after, '+', 'COUNT', ARGV[2])}
 `
 

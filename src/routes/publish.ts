@@ -8,9 +8,14 @@ export default async function publishRoutes (app: FastifyInstance): Promise<void
     const claims = await app.auth.claims(request)
     if (claims.role !== 'publisher') throw errors.publisherRequired()
     const messages = parsePublishBody(request.body, Date.now())
-    if (!app.bus.isReady()) throw errors.busUnavailable()
-    // One bus call: the whole request is published atomically or not at all.
-    const ids = await app.bus.publish(messages)
+    let ids: string[]
+    try {
+      // One bus call: the whole request is published atomically or not at all.
+      ids = await app.bus.publish(messages)
+    } catch (err) {
+      request.log.warn({ err }, 'publish failed')
+      throw errors.busUnavailable()
+    }
     published.inc(ids.length)
     reply.code(202)
     return { ids }

@@ -184,8 +184,15 @@ export class RawStream {
     return this.messages()
   }
 
+  /** The response ended (last chunk seen) or the socket closed. */
+  ended (): boolean {
+    if (this.closed) return true
+    const last = this.reads[this.reads.length - 1]
+    return last !== undefined && last.subarray(-5).toString('latin1') === '0\r\n\r\n'
+  }
+
   async waitClosed (ms = 10000): Promise<void> {
-    await waitFor(() => this.closed, ms, 'stream to close')
+    await waitFor(() => this.ended(), ms, 'stream to end')
   }
 
   close (): void {

@@ -176,7 +176,8 @@ export async function startFakeReplicate (opts: FakeReplicateOptions = {}): Prom
   }
 
   function emit (sim: Sim, event: StreamEvent['event'], data: string): void {
-    const e = { id: `${Math.floor(Date.parse(sim.p.created_at) / 1000)}:${sim.events.length}`, event, data }
+    // SSE data cannot end in a newline, so a log event is the line without its own.
+    const e = { id: `${Math.floor(Date.parse(sim.p.created_at) / 1000)}:${sim.events.length}`, event, data: data.replace(/\n$/, '') }
     sim.events.push(e)
     for (const l of sim.listeners) l(e)
   }
@@ -366,12 +367,13 @@ export async function startFakeReplicate (opts: FakeReplicateOptions = {}): Prom
     res.flushHeaders()
     let sent = 0
     const send = (e: StreamEvent): void => {
-      if (res.destroyed || res.writableEnded) return
-      const data = e.data.replace(/\n$/, '').split('\n').map(l => `data: ${l}\n`).join('')
-      res.write(`event: ${e.event}\nid: ${e.id}\n${data}\n`)
+      if (res.destroyed || res.writableEnded || (dropAfter !== undefined && sent >= dropAfter)) return
+      const data = e.data.split('\n').map(l => `data: ${l}\n`).join('')
       sent++
-      if (e.event === 'done') return void res.end()
-      if (dropAfter !== undefined && sent >= dropAfter) res.destroy()
+      // The cut waits for the write to flush, or the events before it would be lost with it.
+      const cut = dropAfter !== undefined && sent >= dropAfter && e.event !== 'done'
+      res.write(`event: ${e.event}\nid: ${e.id}\n${data}\n`, cut ? () => res.destroy() : undefined)
+      if (e.event === 'done') res.end()
     }
     const from = lastEventId ? sim.events.findIndex(e => e.id === lastEventId) + 1 : 0
     sim.streams.add(res)

@@ -1,7 +1,7 @@
 // One SSE client for a prediction's `urls.stream`. Not the client's replicate.stream(): that
 // creates the prediction itself, ends on the first `error` and never reconnects, while an
 // upstream drop before `done` must resume from Last-Event-ID or watchers lose output.
-import { UpstreamError, backoffDelay, defaultSleep, parseRetryAfter, upstreamErrorFor } from './upstream'
+import { UpstreamError, backoffDelay, defaultSleep, parseRetryAfter, problemDetail, upstreamErrorFor } from './upstream'
 
 export interface StreamRetryInfo {
   /** consecutive failures without an event in between, from 1 */
@@ -112,7 +112,7 @@ export async function followStream (opts: FollowStreamOptions): Promise<FollowSt
       })
       if (!res.ok) {
         const text = await res.text().catch(() => '')
-        if (res.status !== 429 && res.status < 500) throw upstreamErrorFor(res.status, text.trim().slice(0, 500) || `status ${res.status}`)
+        if (res.status !== 429 && res.status < 500) throw upstreamErrorFor(res.status, problemDetail(text, res.status))
         reason = res.status === 429 ? 'rate_limited' : 'server_error'
         status = res.status
         retryAfterMs = parseRetryAfter(res.headers.get('retry-after'), Date.now())

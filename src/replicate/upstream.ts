@@ -106,7 +106,8 @@ function parseBody (text: string): Record<string, unknown> | undefined {
   }
 }
 
-function detailOf (text: string, status: number): string {
+/** The problem+json `detail` (or `title`) of an error body, else the body itself. */
+export function problemDetail (text: string, status: number): string {
   const body = parseBody(text)
   const d = body?.detail ?? body?.title
   if (typeof d === 'string' && d) return d
@@ -136,7 +137,7 @@ function fromApiError (err: any): UpstreamError | undefined {
   if (err?.name !== 'ApiError') return undefined
   const m = /failed with status (\d+)[^:]*: ([\s\S]*)\.$/.exec(String(err.message))
   const status = Number(err.response?.status ?? m?.[1] ?? 0)
-  return upstreamErrorFor(status, detailOf(m?.[2] ?? '', status))
+  return upstreamErrorFor(status, problemDetail(m?.[2] ?? '', status))
 }
 
 // Errors where the request provably never reached Replicate, so even a create may be retried.
@@ -180,7 +181,7 @@ export function createUpstream (opts: UpstreamOptions): Upstream {
           if (res.ok || !retryable) return res
           const text = await res.text()
           status = res.status
-          detail = detailOf(text, status)
+          detail = problemDetail(text, status)
           if (status === 429) {
             reason = 'rate_limited'
             const body = parseBody(text)

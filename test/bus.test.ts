@@ -1,0 +1,100 @@
+import t from 'tap'
+import { compareIds, type Bus, type BusMessage } from '../src/bus/bus'
+import { MemoryBus } from '../src/bus/memory-bus'
+import { RedisBus } from '../src/bus/redis-bus'
+import { REDIS_URL, uniquePrefix, waitFor } from './helper'
+
+// One contract, every implementation: the same suite runs against each bus.
+const implementations: Record<string, (size: number) => Promise<Bus>> = {
+  memory: async (size) => new MemoryBus({ historySize: size, historyTtlS: 60 }),
+  redis: async (size) => {
+    const bus = new RedisBus({ url: REDIS_URL, prefix: uniquePrefix(), historySize: size, historyTtlS: 60 })
+    await bus.connect()
+    return bus
+  }
+}
+
+const msg = (channel: string, data: unknown, key?: string) => ({ channel, event: 'm', data, key, ts: Date.now() })
+
+for (const [name, make] of Object.entries(implementations)) {
+  t.test(`${name} bus`, async t => {
+    t.test('publish assigns increasing ids; subscribers get messages in order, once', async t => {
+      const bus = await make(100)
+      t.teardown(() => bus.close())
+      const got: BusMessage[] = []
+      const l = { onMessage: (m: BusMessage) => got.push(m) }
+      await bus.subscribe('a', l)
+      await bus.subscribe('a', l)
+      const ids = await bus.publish([msg('a', 1), msg('b', 'x'), msg('a', 2), msg('a', { n: 3 })])
+      t.equal(ids.length, 4)
+      t.ok(compareIds(ids[0], ids[2]) < 0 && compareIds(ids[2], ids[3]) < 0, 'ids increase per channel')
+      await waitFor(() => got.length >= 3)
+      t.same(got.map(m => m.data), [1, 2, { n: 3 }])
+      t.same(got.map(m => m.id), [ids[0], ids[2], ids[3]])
+      t.equal(bus.position('a'), ids[3])
+      t.equal(bus.subscriptionCount(), 1)
+      bus.unsubscribe('a', l)
+      t.equal(bus.subscriptionCount(), 0, 'one listener, one subscription, released once')
+    })
+
+    t.test('read returns what followed a cursor, and reset for a trimmed one', async t => {
+      const bus = await make(5)
+      t.teardown(() => bus.close())
+      const first = await bus.read('h', '0-0')
+      t.same(first, { messages: [], head: '0-0', reset: false }, 'an empty channel')
+      const ids: string[] = []
+      for (let i = 0; i < 4; i++) ids.push(...await bus.publish([msg('h', i)]))
+      const r = await bus.read('h', ids[1])
+      t.same(r.messages.map(m => m.data), [2, 3])
+      t.equal(r.head, ids[3])
+      t.notOk(r.reset)
+      for (let i = 4; i < 10; i++) ids.push(...await bus.publish([msg('h', i)]))
+      t.ok((await bus.read('h', ids[1])).reset, 'cursor before the retained history')
+      t.ok((await bus.read('h', '0-0')).reset, 'cursor at the start of a trimmed channel')
+      const kept = await bus.read('h', ids[5])
+      t.same(kept.messages.map(m => m.data), [6, 7, 8, 9], 'a cursor inside the history replays exactly')
+      t.ok((await bus.read('h', '99999999999999-0')).reset, 'a cursor from another history')
+      t.ok((await bus.read('never', ids[0])).reset, 'a cursor for a channel with no history left')
+    })
+
+    t.test('a listener that joins late sees only newer messages', async t => {
+      const bus = await make(100)
+      t.teardown(() => bus.close())
+      await bus.publish([msg('late', 'old')])
+      const got: unknown[] = []
+      await bus.subscribe('late', { onMessage: m => got.push(m.data) })
+      await bus.publish([msg('late', 'new')])
+      await waitFor(() => got.length === 1)
+      t.same(got, ['new'])
+    })
+
+    t.test('store: set nx, get, take once, refresh and release only by the holder', async t => {
+      const bus = await make(10)
+      t.teardown(() => bus.close())
+      const s = bus.store
+      t.ok(await s.set('k', 'v1', 10000, true))
+      t.notOk(await s.set('k', 'v2', 10000, true), 'nx refuses an existing key')
+      t.equal(await s.get('k'), 'v1')
+      t.notOk(await s.refresh('k', 'other', 10000))
+      t.ok(await s.refresh('k', 'v1', 10000))
+      t.notOk(await s.release('k', 'other'))
+      t.ok(await s.release('k', 'v1'))
+      t.equal(await s.get('k'), null)
+      await s.set('once', 'x', 10000)
+      t.equal(await s.take('once'), 'x')
+      t.equal(await s.take('once'), null, 'taken once only')
+      await s.set('short', 'x', 30)
+      await waitFor(async () => (await s.get('short')) === null, 2000, 'ttl expiry')
+      await s.set('d', 'x', 10000)
+      await s.del('d')
+      t.equal(await s.get('d'), null)
+    })
+  })
+}
+
+t.test('compareIds orders Redis stream ids numerically', async t => {
+  t.ok(compareIds('9-0', '10-0') < 0)
+  t.ok(compareIds('10-2', '10-10') < 0)
+  t.ok(compareIds('1700000000000-5', '1700000000000-5') === 0)
+  t.ok(compareIds('1700000000001-0', '1700000000000-99') > 0)
+})

@@ -77,8 +77,9 @@ function list (s: string | undefined): string[] | undefined {
 export function loadConfig (env: Record<string, string | undefined> = process.env): Config {
   let raw: Record<string, any>
   try {
-    // env-schema mutates nothing when given `data`; dotenv is off so only the real environment counts.
-    raw = envSchema({ schema, data: { ...env }, dotenv: false }) as Record<string, any>
+    // An empty variable counts as unset (compose files often carry `NAME=`).
+    const data = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''))
+    raw = envSchema({ schema, data, dotenv: false }) as Record<string, any>
   } catch (err) {
     const msg = (err as Error).message.split(', ')[0].replace(/^env\//, '')
     throw new ConfigError(`invalid configuration: ${msg}`)

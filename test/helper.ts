@@ -26,11 +26,9 @@ export interface Gateway {
   config: Config
 }
 
-/** A ready gateway on a real port (real Redis unless REDIS_URL is given empty), closed by t.teardown. */
+/** A ready gateway on a real port (real Redis; `REDIS_URL: ''` for the memory bus), closed by t.teardown. */
 export async function build (t: T, env: Record<string, string> = {}, opts: Partial<BuildOptions> = {}): Promise<Gateway> {
-  const fullEnv = { ...env }
-  const config = testConfig(fullEnv)
-  if (env.REDIS_URL === '') delete (config as any).redisUrl
+  const config = testConfig(env)
   const app = await buildApp({ config, logger: false, ...opts })
   await app.listen({ port: 0, host: '127.0.0.1' })
   t.teardown(() => app.close())

@@ -200,7 +200,7 @@ export function createUpstream (opts: UpstreamOptions): Upstream {
         }
 
         const delayMs = retryAfterMs ?? backoffDelay(attempt, { baseMs: baseDelayMs, maxMs: maxDelayMs, random })
-        if (attempt >= maxAttempts || delayMs > maxRetryAfterMs) {
+        if (attempt >= maxAttempts || (retryAfterMs ?? 0) > maxRetryAfterMs) {
           settle(status === undefined
             ? new UpstreamError(0, 'replicate_unreachable', `unreachable after ${attempt} attempts: ${detail}`, 502)
             : upstreamErrorFor(status, detail, retryAfterMs))

@@ -202,6 +202,11 @@ export class Hub {
     }
   }
 
+  /** Local streams on a channel (the Replicate poller polls only while someone watches). */
+  watchers (channel: string): number {
+    return this.channels.get(channel)?.size ?? 0
+  }
+
   channelCount (): number {
     return this.channels.size
   }

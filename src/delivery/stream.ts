@@ -8,6 +8,8 @@ export interface StreamSpec {
   claims: Claims
   channels: string[]
   events: Set<string> | null
+  /** Frames written before history and live (e.g. a prediction's latest state); they carry no id. */
+  prelude?: string
 }
 
 /**
@@ -34,7 +36,7 @@ export async function openStream (app: FastifyInstance, request: FastifyRequest,
   })
   // The gateway batches by itself; Nagle would only add delay on top of the window.
   request.raw.socket.setNoDelay(true)
-  res.write(retryFrame(config.retryMs) + ': connected\n\n')
+  res.write(retryFrame(config.retryMs) + ': connected\n\n' + (spec.prelude ?? ''))
 
   const conn = new Connection({
     res,

@@ -1,0 +1,31 @@
+# syntax=docker/dockerfile:1
+
+# Build: full dependency tree, compile TypeScript to dist/.
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+# --ignore-scripts: the package's own `prepare` builds, and src/ is not here yet.
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
+
+# Runtime: production dependencies and the compiled output, nothing else.
+FROM node:20-bookworm-slim AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json package-lock.json ./
+# No runtime dependency has an install script, and skipping scripts also skips
+# the package's own `prepare` (a build that needs the dev tools left behind).
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+ && npm cache clean --force
+COPY --from=build /app/dist ./dist
+# Files stay root-owned, so the process cannot rewrite its own code.
+USER node
+EXPOSE 3000
+# Liveness only (/healthz): /readyz turns 503 while draining, and Docker must not
+# treat a replica handing its streams over as broken. The slim image has no curl.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+# Exec form: node is PID 1 and receives SIGTERM itself, which starts the drain.
+CMD ["node", "dist/main.js"]

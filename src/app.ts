@@ -13,6 +13,7 @@ import eventsRoutes from './routes/events'
 import publishRoutes from './routes/publish'
 import ticketRoutes from './routes/tickets'
 import healthRoutes from './routes/health'
+import demoRoutes from './routes/demo'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -105,6 +106,8 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
       origin: config.corsOrigins.includes('*') ? true : config.corsOrigins,
       credentials: true,
       allowedHeaders: ['authorization', 'content-type', 'last-event-id'],
+      // The client honours Retry-After on 429/503 only if the browser lets it read the header.
+      exposedHeaders: ['retry-after'],
       maxAge: 600
     })
   }
@@ -113,6 +116,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   await app.register(eventsRoutes)
   await app.register(publishRoutes)
   await app.register(ticketRoutes)
+  await app.register(demoRoutes)
 
   app.addHook('onClose', async () => {
     hub.close()

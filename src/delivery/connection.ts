@@ -25,6 +25,8 @@ export interface ConnectionOptions {
   immediate: boolean
   metrics: Metrics
   onClose: (conn: Connection, reason: CloseReason) => void
+  /** The request's logger, so the close line carries the request id. */
+  log?: { info: (o: object, m: string) => void }
 }
 
 /**
@@ -37,6 +39,7 @@ export class Connection {
   readonly channels: string[]
   readonly hash: string
   readonly openedAt = Date.now()
+  readonly log: ConnectionOptions['log']
   /** Last id written, per channel: the cursor. */
   readonly pos: string[]
   /** Last id accepted (written or pending), per channel: duplicate filter. */
@@ -67,6 +70,7 @@ export class Connection {
     this.immediate = o.immediate
     this.m = o.metrics
     this.onClose = o.onClose
+    this.log = o.log
     this.cursorPrefix = `${o.hash}:`
     this.pos = o.channels.map(() => '0-0')
     this.queued = this.pos.slice()

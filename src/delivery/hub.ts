@@ -150,7 +150,8 @@ export class Hub {
     this.m.connectionsActive.set(this.connections.size)
     this.m.connectionsClosed.labels(reason).inc()
     this.m.connectionDuration.observe((Date.now() - conn.openedAt) / 1000)
-    this.opts.log.info({ user: conn.user, channels: conn.channels.length, reason, durationMs: Date.now() - conn.openedAt }, 'stream closed')
+    const log = conn.log ?? this.opts.log
+    log.info({ user: conn.user, channels: conn.channels.length, reason, durationMs: Date.now() - conn.openedAt }, 'stream closed')
   }
 
   readonly onClose = (conn: Connection, reason: CloseReason): void => this.leave(conn, reason)

@@ -47,7 +47,8 @@ export async function openStream (app: FastifyInstance, request: FastifyRequest,
     maxBufferedBytes: config.maxBufferedBytes,
     immediate: hub.immediate,
     metrics: app.metrics,
-    onClose: hub.onClose
+    onClose: hub.onClose,
+    log: request.log
   })
   if (spec.claims.exp !== undefined) {
     conn.expireAt(spec.claims.exp * 1000, controlFrame('auth-expired', { reason: 'token expired' }))

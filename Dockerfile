@@ -8,6 +8,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
+COPY client ./client
+COPY scripts ./scripts
 RUN npm run build
 
 # Runtime: production dependencies and the compiled output, nothing else.
@@ -20,6 +22,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
  && npm cache clean --force
 COPY --from=build /app/dist ./dist
+COPY public ./public
 # Files stay root-owned, so the process cannot rewrite its own code.
 USER node
 EXPOSE 3000

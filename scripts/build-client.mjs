@@ -2,6 +2,8 @@
 //   dist/client/index.js     CommonJS, for Node (require)
 //   dist/client/index.mjs    ESM, for Node (import) and bundlers
 //   dist/client/browser.mjs  one minified ESM file for <script type="module">; the gateway serves it at /client.js
+//   dist/client/react.js     sse-gateway/react (CommonJS): the React hooks, `react` and the core external
+//   dist/client/react.mjs    sse-gateway/react (ESM)
 //   dist/client/*.d.ts       type declarations
 // Usage: node scripts/build-client.mjs [--outdir dir]
 import { build } from 'esbuild'
@@ -23,6 +25,25 @@ await Promise.all([
   build({ ...common, outfile: join(outdir, 'index.js'), format: 'cjs', platform: 'node', target: 'node20', sourcemap: true }),
   build({ ...common, outfile: join(outdir, 'index.mjs'), format: 'esm', platform: 'neutral', target: 'es2020', sourcemap: true }),
   build({ ...common, outfile: join(outdir, 'browser.mjs'), format: 'esm', platform: 'browser', target: 'es2020', minify: true })
+])
+
+// sse-gateway/react imports the core only through './index', which stays a relative import of
+// the core's own build: one copy of the client (one GatewayClientError for `instanceof`) and
+// one React, the app's (an optional peer dependency; the core never imports it).
+const coreExternal = (file) => ({
+  name: 'core-external',
+  setup (b) {
+    b.onResolve({ filter: /^\.\/index(\.ts)?$/ }, () => ({ path: `./${file}`, external: true }))
+    b.onResolve({ filter: /^\.\.?\// }, (args) => {
+      if (args.importer.endsWith('react.ts')) throw new Error(`client/react.ts must import the core through './index' only, not ${args.path}`)
+      return undefined
+    })
+  }
+})
+const react = { entryPoints: [join(root, 'client/react.ts')], bundle: true, external: ['react'], logLevel: 'warning', legalComments: 'none' }
+await Promise.all([
+  build({ ...react, outfile: join(outdir, 'react.js'), format: 'cjs', platform: 'node', target: 'node20', sourcemap: true, plugins: [coreExternal('index.js')] }),
+  build({ ...react, outfile: join(outdir, 'react.mjs'), format: 'esm', platform: 'neutral', target: 'es2020', sourcemap: true, plugins: [coreExternal('index.mjs')] })
 ])
 
 const files = readdirSync(join(root, 'client')).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts')).map((f) => join(root, 'client', f))

@@ -4,6 +4,7 @@ import type { Config } from './config'
 import type { Bus } from './bus/bus'
 import { MemoryBus } from './bus/memory-bus'
 import { RedisBus } from './bus/redis-bus'
+import { ClusterBus } from './bus/cluster-bus'
 import { Hub } from './delivery/hub'
 import { createMetrics, type Metrics } from './metrics/metrics'
 import authPlugin from './auth/plugin'
@@ -13,6 +14,7 @@ import eventsRoutes from './routes/events'
 import publishRoutes from './routes/publish'
 import ticketRoutes from './routes/tickets'
 import healthRoutes from './routes/health'
+import replicatePlugin, { type ReplicateOptions } from './replicate/plugin'
 import demoRoutes from './routes/demo'
 
 declare module 'fastify' {
@@ -31,12 +33,27 @@ export interface BuildOptions {
   metrics?: Metrics
   /** A pino logger instance, or fastify logger options; defaults from config.logLevel. */
   logger?: FastifyServerOptions['loggerInstance'] | false
+  /** Replicate proxy timings and fetch; the defaults suit production, tests shorten them. */
+  replicate?: ReplicateOptions
 }
 
 export async function createBus (config: Config, metrics: Metrics, log?: { warn: (o: object, m: string) => void }): Promise<Bus> {
   if (config.redisUrl !== undefined) {
     const bus = new RedisBus({
       url: config.redisUrl,
+      prefix: config.channelPrefix,
+      historySize: config.historySize,
+      historyTtlS: config.historyTtlS,
+      onReconnect: () => metrics.busReconnects.inc(),
+      onDropped: (reason) => metrics.dropped.labels(reason).inc(),
+      log
+    })
+    await bus.connect()
+    return bus
+  }
+  if (config.redisClusterNodes !== undefined) {
+    const bus = new ClusterBus({
+      nodes: config.redisClusterNodes,
       prefix: config.channelPrefix,
       historySize: config.historySize,
       historyTtlS: config.historyTtlS,
@@ -58,7 +75,9 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     bodyLimit: config.maxBodyBytes,
     // Streams live for hours; only the socket's own idleness ends them.
     requestTimeout: 0,
-    return503OnClosing: true
+    return503OnClosing: true,
+    // Idle keep-alive sockets would otherwise hold close() for their whole timeout.
+    forceCloseConnections: true
   })
   const metrics = opts.metrics ?? createMetrics()
   const bus = opts.bus ?? await createBus(config, metrics, app.log)
@@ -116,10 +135,15 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   await app.register(eventsRoutes)
   await app.register(publishRoutes)
   await app.register(ticketRoutes)
+  await app.register(replicatePlugin, opts.replicate ?? {})
   await app.register(demoRoutes)
 
-  app.addHook('onClose', async () => {
+  // Streams are hijacked responses: the HTTP server's close would wait for them forever, so
+  // they end before it (preClose), and the bus closes after it (onClose).
+  app.addHook('preClose', async () => {
     hub.close()
+  })
+  app.addHook('onClose', async () => {
     if (opts.bus === undefined) await bus.close()
   })
   return app

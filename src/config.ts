@@ -79,7 +79,8 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
   try {
     // An empty variable counts as unset (compose files often carry `NAME=`).
     const data = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''))
-    raw = envSchema({ schema, data, dotenv: false }) as Record<string, any>
+    // env: false: only the env passed in counts (the default merges process.env underneath).
+    raw = envSchema({ schema, data, env: false, dotenv: false }) as Record<string, any>
   } catch (err) {
     const msg = (err as Error).message.split(', ')[0].replace(/^env\//, '')
     throw new ConfigError(`invalid configuration: ${msg}`)

@@ -2,13 +2,26 @@ import t from 'tap'
 import { compareIds, type Bus, type BusMessage } from '../src/bus/bus'
 import { MemoryBus } from '../src/bus/memory-bus'
 import { RedisBus } from '../src/bus/redis-bus'
-import { REDIS_URL, uniquePrefix, waitFor } from './helper'
+import { ClusterBus } from '../src/bus/cluster-bus'
+import { REDIS_URL, testConfig, uniquePrefix, waitFor } from './helper'
+
+const REDIS_CLUSTER_NODES = process.env.REDIS_CLUSTER_NODES === '' ? undefined : process.env.REDIS_CLUSTER_NODES
 
 // One contract, every implementation: the same suite runs against each bus.
 const implementations: Record<string, (size: number) => Promise<Bus>> = {
   memory: async (size) => new MemoryBus({ historySize: size, historyTtlS: 60 }),
   redis: async (size) => {
     const bus = new RedisBus({ url: REDIS_URL, prefix: uniquePrefix(), historySize: size, historyTtlS: 60 })
+    await bus.connect()
+    return bus
+  }
+}
+// CI sets REDIS_CLUSTER_NODES (a local cluster from .ci/redis-cluster.sh); without it the
+// cluster is simply not in the list.
+if (REDIS_CLUSTER_NODES !== undefined) {
+  implementations['redis-cluster'] = async (size) => {
+    const nodes = testConfig({ REDIS_URL: '', REDIS_CLUSTER_NODES: REDIS_CLUSTER_NODES as string }).redisClusterNodes ?? []
+    const bus = new ClusterBus({ nodes, prefix: uniquePrefix(), historySize: size, historyTtlS: 60 })
     await bus.connect()
     return bus
   }
@@ -35,6 +48,24 @@ for (const [name, make] of Object.entries(implementations)) {
       t.equal(bus.subscriptionCount(), 1)
       bus.unsubscribe('a', l)
       t.equal(bus.subscriptionCount(), 0, 'one listener, one subscription, released once')
+    })
+
+    t.test('one publish over many channels: ids in input order, each channel gets its own, in order', async t => {
+      const bus = await make(100)
+      t.teardown(() => bus.close())
+      // 24 channels land on every shard of a cluster (and on many slots of each).
+      const channels = Array.from({ length: 24 }, (_, i) => `multi:${i}`)
+      const got = new Map<string, BusMessage[]>(channels.map(c => [c, []]))
+      for (const c of channels) await bus.subscribe(c, { onMessage: m => got.get(c)?.push(m) })
+      const batch = Array.from({ length: 96 }, (_, n) => msg(channels[n % 24], n))
+      const ids = await bus.publish(batch)
+      t.equal(ids.length, 96)
+      await waitFor(() => [...got.values()].every(l => l.length === 4))
+      const per = (c: number): number[] => [c, c + 24, c + 48, c + 72]
+      t.same(channels.map(c => got.get(c)?.map(m => m.data)), channels.map((_, i) => per(i)), 'each channel: its messages, in order')
+      t.same(channels.map(c => got.get(c)?.map(m => m.id)), channels.map((_, i) => per(i).map(n => ids[n])), 'with the ids publish returned, in input order')
+      const history = await Promise.all(channels.map(c => bus.read(c, '0-0')))
+      t.same(history.map(h => h.messages.map(m => m.data)), channels.map((_, i) => per(i)), 'history holds the same')
     })
 
     t.test('read returns what followed a cursor, and reset for a trimmed one', async t => {

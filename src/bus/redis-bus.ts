@@ -1,6 +1,7 @@
 import { Redis, Cluster, type RedisOptions } from 'ioredis'
-import { compareIds, ZERO_ID, type Bus, type BusMessage, type Envelope, type Listener, type ReadResult, type Store } from './bus'
-import { decodePublished, decodeStored, encodeEnvelope, KeyLayout } from './codec'
+import type { Bus, Envelope, Listener, ReadResult, Store } from './bus'
+import { ChannelSync, readHistory, type ReadReply } from './channel-sync'
+import { decodePublished, encodeEnvelope, KeyLayout } from './codec'
 import { PUBLISH_LUA, READ_LUA, REFRESH_LUA, RELEASE_LUA } from './scripts'
 
 export interface RedisBusOptions {
@@ -13,28 +14,16 @@ export interface RedisBusOptions {
   log?: { warn: (obj: object, msg: string) => void }
 }
 
-interface ChannelState {
-  listeners: Set<Listener>
-  lastId: string
-  /** Non-null while the channel is (re)synchronising: live messages wait here. */
-  buffer: BusMessage[] | null
-  /** lastId is the real head (the first fill finished). */
-  known: boolean
-  /** Bumped by each fill, so a fill overtaken by a reconnect's fill gives way. */
-  gen: number
-  ready: Promise<void>
-  resolve: () => void
-}
-
-type ScriptClient = Redis & {
+export type ScriptClient = Redis & {
   ssePublish (numKeys: number, ...args: string[]): Promise<string[]>
-  sseRead (key: string, after: string, count: string): Promise<[number, string, Array<[string, string[]]>]>
+  sseRead (key: string, after: string, count: string): Promise<ReadReply>
   sseRefresh (key: string, value: string, ttl: string): Promise<number>
   sseRelease (key: string, value: string): Promise<number>
 }
 
-export function defineScripts (r: Redis | Cluster): void {
-  r.defineCommand('ssePublish', { lua: PUBLISH_LUA })
+/** `publishLua`: PUBLISH_LUA, or SPUBLISH_LUA on Redis Cluster. */
+export function defineScripts (r: Redis | Cluster, publishLua = PUBLISH_LUA): void {
+  r.defineCommand('ssePublish', { lua: publishLua })
   r.defineCommand('sseRead', { numberOfKeys: 1, lua: READ_LUA })
   r.defineCommand('sseRefresh', { numberOfKeys: 1, lua: REFRESH_LUA })
   r.defineCommand('sseRelease', { numberOfKeys: 1, lua: RELEASE_LUA })
@@ -59,7 +48,7 @@ export class RedisBus implements Bus {
   private readonly cmd: ScriptClient
   private readonly sub: Redis
   private readonly keys: KeyLayout
-  private readonly channels = new Map<string, ChannelState>()
+  private readonly sync: ChannelSync
   private readonly opts: RedisBusOptions
   private closed = false
   private everReady = false
@@ -74,6 +63,7 @@ export class RedisBus implements Bus {
     this.sub = new Redis(opts.url, { ...base, autoResubscribe: false, connectionName: 'sse-gateway:sub' })
     defineScripts(this.cmd)
     this.store = new RedisStore(this.cmd, this.keys)
+    this.sync = new ChannelSync({ read: (channel, after) => this.read(channel, after), log: opts.log })
     this.sub.on('message', (ch: string, payload: string) => this.onPubsub(ch, payload))
     this.sub.on('ready', () => {
       if (this.everReady) this.resync()
@@ -94,48 +84,25 @@ export class RedisBus implements Bus {
   }
 
   subscribe (channel: string, listener: Listener): Promise<void> {
-    const existing = this.channels.get(channel)
-    if (existing !== undefined) {
-      existing.listeners.add(listener)
-      return existing.ready
+    const { st, created } = this.sync.add(channel, listener)
+    if (created) {
+      this.sub.subscribe(this.keys.pubsub(channel))
+        .then(() => this.sync.fill(channel, st))
+        .catch(() => { /* a lost connection resyncs every channel on 'ready' */ })
     }
-    let resolve!: () => void
-    const ready = new Promise<void>(r => { resolve = r })
-    const st: ChannelState = { listeners: new Set([listener]), lastId: ZERO_ID, buffer: [], known: false, gen: 0, ready, resolve }
-    this.channels.set(channel, st)
-    this.sub.subscribe(this.keys.pubsub(channel))
-      .then(() => this.fill(channel, st))
-      .catch(() => { /* a lost connection resyncs every channel on 'ready' */ })
-    return ready
+    return st.ready
   }
 
   unsubscribe (channel: string, listener: Listener): void {
-    const st = this.channels.get(channel)
-    if (st === undefined || !st.listeners.delete(listener) || st.listeners.size > 0) return
-    this.channels.delete(channel)
-    st.resolve()
-    this.sub.unsubscribe(this.keys.pubsub(channel)).catch(() => {})
+    if (this.sync.remove(channel, listener)) this.sub.unsubscribe(this.keys.pubsub(channel)).catch(() => {})
   }
 
   position (channel: string): string {
-    return this.channels.get(channel)?.lastId ?? ZERO_ID
+    return this.sync.position(channel)
   }
 
   async read (channel: string, after: string): Promise<ReadResult> {
-    const count = this.opts.historySize + 1
-    const messages: BusMessage[] = []
-    let cursor = after
-    for (;;) {
-      const [reset, head, entries] = await this.cmd.sseRead(this.keys.history(channel), cursor, String(count))
-      if (reset === 1) return { messages: [], head, reset: true }
-      for (const [id, fields] of entries) {
-        const m = decodeStored(id, fields[1])
-        if (m !== null) messages.push(m)
-        else this.opts.onDropped?.('malformed')
-        cursor = id
-      }
-      if (entries.length < count) return { messages, head, reset: false }
-    }
+    return await readHistory((key, cursor, count) => this.cmd.sseRead(key, cursor, count), this.keys.history(channel), after, this.opts.historySize, this.opts.onDropped)
   }
 
   isReady (): boolean {
@@ -143,83 +110,36 @@ export class RedisBus implements Bus {
   }
 
   subscriptionCount (): number {
-    return this.channels.size
+    return this.sync.size
   }
 
   async close (): Promise<void> {
     this.closed = true
-    for (const st of this.channels.values()) st.resolve()
-    this.channels.clear()
+    this.sync.close()
     await Promise.allSettled([this.cmd.quit(), this.sub.quit()])
     this.cmd.disconnect()
     this.sub.disconnect()
   }
 
   private onPubsub (pubsub: string, payload: string): void {
-    const st = this.channels.get(this.keys.channelOf(pubsub))
+    const st = this.sync.get(this.keys.channelOf(pubsub))
     if (st === undefined) return
     const msg = decodePublished(payload)
     if (msg === null) {
       this.opts.onDropped?.('malformed')
       return
     }
-    if (st.buffer !== null) st.buffer.push(msg)
-    else this.deliver(st, msg)
-  }
-
-  private deliver (st: ChannelState, msg: BusMessage): void {
-    if (compareIds(msg.id, st.lastId) <= 0) return
-    st.lastId = msg.id
-    for (const l of st.listeners) l.onMessage(msg)
-  }
-
-  /**
-   * Brings a channel to live: reads history after `after` (or just the head on first
-   * subscribe), delivers it, then whatever arrived live meanwhile, skipping ids already seen.
-   */
-  private async fill (channel: string, st: ChannelState): Promise<void> {
-    const gen = ++st.gen
-    for (let attempt = 0; ; attempt++) {
-      if (this.closed || this.channels.get(channel) !== st || st.gen !== gen) return
-      try {
-        if (!st.known) {
-          const r = await this.read(channel, '')
-          if (st.gen !== gen) return
-          st.lastId = r.head
-          st.known = true
-        } else {
-          const r = await this.read(channel, st.lastId)
-          if (st.gen !== gen) return
-          if (r.reset) {
-            st.lastId = r.head
-            for (const l of st.listeners) l.onReset?.(channel, r.head)
-          } else {
-            for (const m of r.messages) this.deliver(st, m)
-          }
-        }
-        break
-      } catch (err) {
-        if (attempt === 0) this.opts.log?.warn({ err, channel }, 'history read failed; retrying')
-        await new Promise(resolve => setTimeout(resolve, Math.min(100 * 2 ** attempt, 2000)))
-      }
-    }
-    const buffered = st.buffer ?? []
-    st.buffer = null
-    for (const m of buffered) this.deliver(st, m)
-    st.resolve()
+    this.sync.live(st, msg)
   }
 
   private resync (): void {
     this.opts.onReconnect?.()
-    const all = [...this.channels.entries()]
+    const all = [...this.sync.channels.entries()]
     if (all.length === 0) return
-    for (const [, st] of all) {
-      st.gen++ // any fill still in flight gives way to the one below
-      if (st.buffer === null) st.buffer = []
-    }
+    for (const [, st] of all) this.sync.suspend(st)
     this.sub.subscribe(...all.map(([c]) => this.keys.pubsub(c)))
       .then(() => {
-        for (const [channel, st] of all) void this.fill(channel, st)
+        for (const [channel, st] of all) void this.sync.fill(channel, st)
       })
       .catch(() => { /* the next 'ready' tries again */ })
   }

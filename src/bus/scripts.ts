@@ -4,9 +4,11 @@
 /**
  * KEYS: history stream of each message. ARGV: maxlen, ttl seconds, then (pubsub channel,
  * payload) per message. Publishes `<id> <payload>` so subscribers learn the id without a
- * second round trip.
+ * second round trip. `command` is PUBLISH (one Redis) or SPUBLISH (Redis Cluster: sharded
+ * pub/sub, so the message only travels within the shard that owns the channel's slot).
  */
-export const PUBLISH_LUA = `
+export function publishLua (command: 'PUBLISH' | 'SPUBLISH'): string {
+  return `
 local maxlen = ARGV[1]
 local ttl = ARGV[2]
 local ids = {}
@@ -14,11 +16,18 @@ for i = 1, #KEYS do
   local payload = ARGV[2 + i * 2]
   local id = redis.call('XADD', KEYS[i], 'MAXLEN', maxlen, '*', 'm', payload)
   redis.call('EXPIRE', KEYS[i], ttl)
-  redis.call('PUBLISH', ARGV[1 + i * 2], id .. ' ' .. payload)
+  redis.call('${command}', ARGV[1 + i * 2], id .. ' ' .. payload)
   ids[i] = id
 end
 return ids
 `
+}
+
+/** The single-Redis publish script (also what the publisher helper runs). */
+export const PUBLISH_LUA = publishLua('PUBLISH')
+
+/** The Redis Cluster variant: every key and channel of one call must share a slot. */
+export const SPUBLISH_LUA = publishLua('SPUBLISH')
 
 /**
  * KEYS[1]: history stream. ARGV: cursor id ('' = only the head), max entries.

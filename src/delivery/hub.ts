@@ -57,9 +57,10 @@ export class Hub {
   /**
    * Registers a connection, subscribes its channels, replays what its cursor missed and
    * switches it to live. Subscribing BEFORE reading history is what makes the handover
-   * gapless; the per-channel id check in the connection makes it duplicate-free.
+   * gapless; the per-channel id check in the connection makes it duplicate-free. `start`
+   * (the response head) runs once every subscription is live.
    */
-  async attach (conn: Connection, lastEventId: string | null): Promise<void> {
+  async attach (conn: Connection, lastEventId: string | null, start?: () => void): Promise<void> {
     this.connections.add(conn)
     this.perUser.set(conn.user, (this.perUser.get(conn.user) ?? 0) + 1)
     this.m.connectionsActive.set(this.connections.size)
@@ -79,6 +80,7 @@ export class Hub {
     })
     await Promise.all(waits)
     if (conn.closed) return
+    start?.()
 
     const n = conn.channels.length
     const from = lastEventId === null ? null : decodeCursor(lastEventId, conn.hash, n)

@@ -27,16 +27,21 @@ export async function openStream (app: FastifyInstance, request: FastifyRequest,
 
   reply.hijack()
   const res = reply.raw
-  res.writeHead(200, {
+  const headers = {
     ...(reply.getHeaders() as Record<string, string>),
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache',
     connection: 'keep-alive',
     'x-accel-buffering': 'no'
-  })
-  // The gateway batches by itself; Nagle would only add delay on top of the window.
-  request.raw.socket.setNoDelay(true)
-  res.write(retryFrame(config.retryMs) + ': connected\n\n' + (spec.prelude ?? ''))
+  }
+  // The 200 goes out only once the subscriptions are live: a client that sees the stream
+  // open may rely on every later publish reaching it.
+  const start = (): void => {
+    res.writeHead(200, headers)
+    // The gateway batches by itself; Nagle would only add delay on top of the window.
+    request.raw.socket.setNoDelay(true)
+    res.write(retryFrame(config.retryMs) + ': connected\n\n' + (spec.prelude ?? ''))
+  }
 
   const conn = new Connection({
     res,
@@ -55,9 +60,13 @@ export async function openStream (app: FastifyInstance, request: FastifyRequest,
   }
   request.log.info({ user: spec.claims.sub, channels: spec.channels.length, resume: lastEventId !== null }, 'stream opened')
   try {
-    await hub.attach(conn, lastEventId)
+    await hub.attach(conn, lastEventId, start)
   } catch (err) {
     request.log.warn({ err }, 'stream sync failed')
+    if (!res.headersSent) {
+      res.writeHead(503, { 'content-type': 'application/json; charset=utf-8', 'retry-after': '2' })
+      res.end(JSON.stringify({ error: 'bus_unavailable', message: 'could not subscribe the stream; retry' }))
+    }
     conn.close('error')
   }
 }

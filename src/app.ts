@@ -38,29 +38,18 @@ export interface BuildOptions {
 }
 
 export async function createBus (config: Config, metrics: Metrics, log?: { warn: (o: object, m: string) => void }): Promise<Bus> {
-  if (config.redisUrl !== undefined) {
-    const bus = new RedisBus({
-      url: config.redisUrl,
-      prefix: config.channelPrefix,
-      historySize: config.historySize,
-      historyTtlS: config.historyTtlS,
-      onReconnect: () => metrics.busReconnects.inc(),
-      onDropped: (reason) => metrics.dropped.labels(reason).inc(),
-      log
-    })
-    await bus.connect()
-    return bus
+  const common = {
+    prefix: config.channelPrefix,
+    historySize: config.historySize,
+    historyTtlS: config.historyTtlS,
+    onReconnect: () => metrics.busReconnects.inc(),
+    onDropped: (reason: string) => metrics.dropped.labels(reason).inc(),
+    log
   }
-  if (config.redisClusterNodes !== undefined) {
-    const bus = new ClusterBus({
-      nodes: config.redisClusterNodes,
-      prefix: config.channelPrefix,
-      historySize: config.historySize,
-      historyTtlS: config.historyTtlS,
-      onReconnect: () => metrics.busReconnects.inc(),
-      onDropped: (reason) => metrics.dropped.labels(reason).inc(),
-      log
-    })
+  if (config.redisUrl !== undefined || config.redisClusterNodes !== undefined) {
+    const bus = config.redisUrl !== undefined
+      ? new RedisBus({ url: config.redisUrl, ...common })
+      : new ClusterBus({ nodes: config.redisClusterNodes as Array<{ host: string, port: number }>, ...common })
     await bus.connect()
     return bus
   }

@@ -1,10 +1,9 @@
 import t, { type Test } from 'tap'
-import net from 'node:net'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
-import { publish, REDIS_URL, SECRET, sign, uniquePrefix, waitFor } from './helper'
+import { freePort, publish, REDIS_URL, SECRET, sign, uniquePrefix, waitFor } from './helper'
 
 // End to end in Debian's Chromium (never a downloaded browser): the demo page served by a real
 // gateway process (`node dist/main.js`), the browser build of the client, real Redis.
@@ -17,14 +16,6 @@ const START_MS = 60000
 
 interface Received { type: string, data: any }
 interface DemoWindow { demo: { received: Received[], statuses: string[], role: () => string | null } }
-
-async function freePort (): Promise<number> {
-  const srv = net.createServer()
-  await new Promise<void>(resolve => srv.listen(0, '127.0.0.1', resolve))
-  const port = (srv.address() as net.AddressInfo).port
-  await new Promise(resolve => srv.close(resolve))
-  return port
-}
 
 /** One gateway on a fixed port and prefix, so it can be stopped and started again as "the same" gateway. */
 class GatewayProcess {

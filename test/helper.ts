@@ -58,6 +58,15 @@ export async function publish (url: string, body: unknown, token = publisherToke
   return { status: res.status, body: await res.json() }
 }
 
+/** A port free right now on loopback, for a process that must be restarted on the same port. */
+export async function freePort (): Promise<number> {
+  const srv = net.createServer()
+  await new Promise<void>(resolve => srv.listen(0, '127.0.0.1', resolve))
+  const port = (srv.address() as net.AddressInfo).port
+  await new Promise(resolve => srv.close(resolve))
+  return port
+}
+
 /** Polls until `cond` holds; fails after `ms`. Never a fixed sleep. */
 export async function waitFor (cond: () => boolean | Promise<boolean>, ms = 10000, what = 'condition'): Promise<void> {
   const end = Date.now() + ms

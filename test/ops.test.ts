@@ -1,7 +1,6 @@
 import t from 'tap'
-import net from 'node:net'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { build, publish, RawStream, REDIS_URL, SECRET, sign, uniquePrefix, waitFor } from './helper'
+import { build, freePort, publish, RawStream, REDIS_URL, SECRET, sign, uniquePrefix, waitFor } from './helper'
 
 t.test('/metrics after real traffic: every metric present and moved, no unbounded label', async t => {
   const gw = await build(t, { MAX_CONNECTIONS_PER_USER: '1' })
@@ -52,14 +51,6 @@ t.test('/healthz and /readyz', async t => {
   t.equal(refused.status, 503, 'new streams are refused while draining')
   t.equal((await refused.json()).error, 'draining')
 })
-
-async function freePort (): Promise<number> {
-  const srv = net.createServer()
-  await new Promise<void>(resolve => srv.listen(0, '127.0.0.1', resolve))
-  const port = (srv.address() as net.AddressInfo).port
-  await new Promise(resolve => srv.close(resolve))
-  return port
-}
 
 async function startProcess (t: { teardown: (fn: () => void) => void }, env: Record<string, string>): Promise<{ child: ChildProcess, port: number, exited: Promise<{ code: number | null, at: number }> }> {
   const port = await freePort()

@@ -30,4 +30,4 @@ results.sort((a, b) =>
   (a.r.rate ?? 0) - (b.r.rate ?? 0) ||
   (b.r.settings.batchWindowMs ?? 0) - (a.r.settings.batchWindowMs ?? 0) ||
   a.r.date.localeCompare(b.r.date))
-process.stdout.write(table(results.map(({ f, r }) => ({ ...row(r), file: relative(HERE, f) }))) + '\n')
+process.stdout.write(table(results.map(({ f, r }) => ({ ...row(r), build: `${r.machine.commit ?? '?'} ${r.machine.gatewayBuildSha1 ?? ''}`.trim(), file: relative(HERE, f) }))) + '\n')

@@ -1,14 +1,17 @@
+import { STATUS_CODES } from 'node:http'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import fastifyCors from '@fastify/cors'
 import type { Config } from './config'
-import type { Bus } from './bus/bus'
+import { BusUnreachable, type Bus } from './bus/bus'
+import { MAX_DATA_DEPTH, type MessageLimits } from './bus/frame'
+import { MessageRejected } from './bus/validate'
 import { MemoryBus } from './bus/memory-bus'
 import { RedisBus } from './bus/redis-bus'
 import { ClusterBus } from './bus/cluster-bus'
 import { Hub } from './delivery/hub'
 import { createMetrics, type Metrics } from './metrics/metrics'
 import authPlugin from './auth/plugin'
-import { GatewayError } from './errors'
+import { errors, GatewayError } from './errors'
 import { loggerOptions } from './logger'
 import eventsRoutes from './routes/events'
 import publishRoutes from './routes/publish'
@@ -23,6 +26,8 @@ declare module 'fastify' {
     bus: Bus
     hub: Hub
     metrics: Metrics
+    /** What a message may be, checked where it enters (routes, every bus, delivery). */
+    limits: MessageLimits
   }
 }
 
@@ -37,11 +42,16 @@ export interface BuildOptions {
   replicate?: ReplicateOptions
 }
 
+export function limitsOf (config: Config): MessageLimits {
+  return { maxFrameBytes: config.maxFrameBytes, maxDepth: MAX_DATA_DEPTH }
+}
+
 export async function createBus (config: Config, metrics: Metrics, log?: { warn: (o: object, m: string) => void }): Promise<Bus> {
   const common = {
     prefix: config.channelPrefix,
     historySize: config.historySize,
     historyTtlS: config.historyTtlS,
+    limits: limitsOf(config),
     onReconnect: () => metrics.busReconnects.inc(),
     onDropped: (reason: string) => metrics.dropped.labels(reason).inc(),
     log
@@ -50,10 +60,35 @@ export async function createBus (config: Config, metrics: Metrics, log?: { warn:
     const bus = config.redisUrl !== undefined
       ? new RedisBus({ url: config.redisUrl, ...common })
       : new ClusterBus({ nodes: config.redisClusterNodes as Array<{ host: string, port: number }>, ...common })
-    await bus.connect()
+    try {
+      await bus.connect()
+    } catch (err) {
+      // One line naming the variable to fix, like a bad value in loadConfig.
+      if (err instanceof BusUnreachable) throw new Error(`${config.redisUrl !== undefined ? 'REDIS_URL' : 'REDIS_CLUSTER_NODES'}: ${err.message}`)
+      throw err
+    }
     return bus
   }
-  return new MemoryBus({ historySize: config.historySize, historyTtlS: config.historyTtlS })
+  return new MemoryBus(common)
+}
+
+const CLIENT_ERRORS: Record<string, [number, string, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'headers_too_large', 'the request headers are too large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'request_timeout', 'the request took too long to arrive']
+}
+
+/**
+ * Requests Node's HTTP parser rejects never reach a route: answer them in the gateway's error
+ * shape too (fastify's default writes its own), then drop the connection, which is unusable.
+ */
+function clientErrorHandler (this: FastifyInstance, err: Error & { code?: string }, socket: import('node:net').Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const [status, code, message] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'bad_request', 'the request is not valid HTTP']
+  const body = JSON.stringify({ error: code, message })
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+  }
+  socket.destroy()
 }
 
 export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
@@ -64,13 +99,17 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     bodyLimit: config.maxBodyBytes,
     // Streams live for hours; only the socket's own idleness ends them.
     requestTimeout: 0,
-    return503OnClosing: true,
+    // Answered by the onRequest hook below, in the gateway's error shape.
+    return503OnClosing: false,
     // Idle keep-alive sockets would otherwise hold close() for their whole timeout.
-    forceCloseConnections: true
+    forceCloseConnections: true,
+    clientErrorHandler
   })
   const metrics = opts.metrics ?? createMetrics()
   const bus = opts.bus ?? await createBus(config, metrics, app.log)
+  const limits = limitsOf(config)
   const hub = new Hub(bus, {
+    limits,
     batchWindowMs: config.batchWindowMs,
     heartbeatMs: config.heartbeatMs,
     maxConnections: config.maxConnections,
@@ -82,8 +121,10 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   app.decorate('bus', bus)
   app.decorate('hub', hub)
   app.decorate('metrics', metrics)
+  app.decorate('limits', limits)
 
   app.setErrorHandler((err: any, request, reply) => {
+    if (err instanceof MessageRejected) err = errors.rejected(err)
     if (err instanceof GatewayError) {
       if (err.statusCode >= 400 && err.statusCode < 500 && request.url.startsWith('/events')) {
         metrics.connectionsRejected.labels(err.code).inc()
@@ -109,10 +150,20 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     reply.code(404).send({ error: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` })
   })
 
+  let closing = false
+  app.addHook('onRequest', async (request, reply) => {
+    if (!closing) return
+    reply.code(503).header('connection', 'close').header('retry-after', '1')
+    return await reply.send({ error: 'draining', message: 'this instance is shutting down; retry' })
+  })
+
   if (config.corsOrigins !== undefined) {
+    // `*` is any origin WITHOUT credentials (the literal `*`, which browsers never combine with
+    // cookies); a list is those exact origins, with credentials. `null` is refused by config.
+    const any = config.corsOrigins.includes('*')
     await app.register(fastifyCors, {
-      origin: config.corsOrigins.includes('*') ? true : config.corsOrigins,
-      credentials: true,
+      origin: any ? '*' : config.corsOrigins,
+      credentials: !any,
       allowedHeaders: ['authorization', 'content-type', 'last-event-id'],
       // The client honours Retry-After on 429/503 only if the browser lets it read the header.
       exposedHeaders: ['retry-after'],
@@ -130,6 +181,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   // Streams are hijacked responses: the HTTP server's close would wait for them forever, so
   // they end before it (preClose), and the bus closes after it (onClose).
   app.addHook('preClose', async () => {
+    closing = true
     hub.close()
   })
   app.addHook('onClose', async () => {

@@ -5,7 +5,7 @@ import envSchema from 'env-schema'
 const schema = {
   type: 'object',
   properties: {
-    NODE_ENV: { type: 'string', default: 'development' },
+    NODE_ENV: { type: 'string', enum: ['development', 'production', 'test'], default: 'development' },
     PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 3000 },
     HOST: { type: 'string', minLength: 1, default: '0.0.0.0' },
     REDIS_URL: { type: 'string', pattern: '^rediss?://' },
@@ -24,6 +24,7 @@ const schema = {
     MAX_CONNECTIONS_PER_USER: { type: 'integer', minimum: 1, default: 20 },
     MAX_CHANNELS_PER_STREAM: { type: 'integer', minimum: 1, maximum: 1000, default: 32 },
     MAX_BUFFERED_BYTES: { type: 'integer', minimum: 1024, default: 1048576 },
+    MAX_FRAME_BYTES: { type: 'integer', minimum: 256 },
     MAX_BODY_BYTES: { type: 'integer', minimum: 1024, default: 1048576 },
     SHUTDOWN_DRAIN_MS: { type: 'integer', minimum: 0, maximum: 600000, default: 10000 },
     REPLICATE_API_TOKEN: { type: 'string' },
@@ -54,6 +55,8 @@ export interface Config {
   maxConnectionsPerUser: number
   maxChannelsPerStream: number
   maxBufferedBytes: number
+  /** Framed size of one message (its `event:` and `data:` lines); below maxBufferedBytes. */
+  maxFrameBytes: number
   maxBodyBytes: number
   shutdownDrainMs: number
   replicate: { apiToken?: string, baseUrl: string, webhookSecret?: string, models?: string[], publicUrl?: string }
@@ -82,8 +85,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     // env: false: only the env passed in counts (the default merges process.env underneath).
     raw = envSchema({ schema, data, env: false, dotenv: false }) as Record<string, any>
   } catch (err) {
-    const msg = (err as Error).message.split(', ')[0].replace(/^env\//, '')
-    throw new ConfigError(`invalid configuration: ${msg}`)
+    throw new ConfigError(`invalid configuration: ${schemaProblem(err)}`)
   }
   if (raw.REDIS_URL !== undefined && raw.REDIS_CLUSTER_NODES !== undefined) {
     throw new ConfigError('invalid configuration: REDIS_URL and REDIS_CLUSTER_NODES are mutually exclusive')
@@ -98,6 +100,16 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     if (production) throw new ConfigError('invalid configuration: JWT_SECRET or JWT_PUBLIC_KEY is required when NODE_ENV=production')
     secret = randomSecret()
     ephemeral = true
+  }
+  // A frame at the budget would cut even a client that reads at full speed.
+  const maxFrameBytes: number = raw.MAX_FRAME_BYTES ?? Math.min(256 * 1024, Math.floor(raw.MAX_BUFFERED_BYTES / 2))
+  if (maxFrameBytes >= raw.MAX_BUFFERED_BYTES) {
+    throw new ConfigError(`invalid configuration: MAX_FRAME_BYTES (${maxFrameBytes}) must be below MAX_BUFFERED_BYTES (${raw.MAX_BUFFERED_BYTES})`)
+  }
+  const corsOrigins = list(raw.CORS_ORIGINS)
+  // Sandboxed iframes, file: pages and some redirects all send `Origin: null`: allowing it allows them all.
+  if (corsOrigins?.some(o => o.toLowerCase() === 'null') === true) {
+    throw new ConfigError('invalid configuration: CORS_ORIGINS must not contain "null" (any sandboxed page sends it)')
   }
   if (raw.DEMO === true && production) throw new ConfigError('invalid configuration: DEMO cannot be enabled when NODE_ENV=production')
   return {
@@ -126,6 +138,7 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     maxConnectionsPerUser: raw.MAX_CONNECTIONS_PER_USER,
     maxChannelsPerStream: raw.MAX_CHANNELS_PER_STREAM,
     maxBufferedBytes: raw.MAX_BUFFERED_BYTES,
+    maxFrameBytes,
     maxBodyBytes: raw.MAX_BODY_BYTES,
     shutdownDrainMs: raw.SHUTDOWN_DRAIN_MS,
     replicate: {
@@ -136,9 +149,18 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
       publicUrl: raw.PUBLIC_URL
     },
     logLevel: raw.LOG_LEVEL,
-    corsOrigins: list(raw.CORS_ORIGINS),
+    corsOrigins,
     demo: raw.DEMO ?? (!production && ephemeral)
   }
+}
+
+/** The first schema error as `NAME problem`, with the allowed values when there is a list. */
+function schemaProblem (err: unknown): string {
+  const first = (err as { errors?: Array<{ instancePath?: string, message?: string, params?: { allowedValues?: unknown[] } }> }).errors?.[0]
+  if (first?.instancePath === undefined) return (err as Error).message.split(', ')[0].replace(/^env\//, '')
+  const name = first.instancePath.replace(/^\//, '')
+  const allowed = first.params?.allowedValues
+  return allowed !== undefined ? `${name} must be one of ${allowed.join(', ')}` : `${name} ${first.message ?? 'is invalid'}`
 }
 
 function randomSecret (): string {

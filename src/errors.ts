@@ -1,3 +1,5 @@
+import type { MessageRejected } from './bus/validate'
+
 // Every error the gateway answers. Routes throw these; the error handler in app.ts turns them
 // into `{ error: code, message }` with the status, so clients can switch on `error`.
 export class GatewayError extends Error {
@@ -31,5 +33,9 @@ export const errors = {
   notFound: (what: string) => new GatewayError(404, 'not_found', `${what} not found`),
   forbiddenModel: (model: string) => new GatewayError(403, 'forbidden_model', `model "${model}" is not allowed on this gateway`),
   notConfigured: (what: string) => new GatewayError(501, 'not_configured', `${what} is not configured on this gateway`),
-  upstream: (status: number, code: string, message: string) => new GatewayError(status, code, message)
+  upstream: (status: number, code: string, message: string) => new GatewayError(status, code, message),
+  /** The bus refused a message (core outcome): 413 when it is too large, else 400. */
+  rejected: (r: MessageRejected) => r.reason === 'too_large'
+    ? new GatewayError(413, 'message_too_large', r.message)
+    : new GatewayError(400, r.reason, r.message)
 }

@@ -2,7 +2,10 @@ import { Redis, type RedisOptions } from 'ioredis'
 import type { Envelope } from './bus/bus'
 import { KeyLayout } from './bus/codec'
 import { defineScripts, publishArgs } from './bus/redis-bus'
+import { DEFAULT_LIMITS, MAX_DATA_DEPTH } from './bus/frame'
 import { parsePublishBody } from './bus/validate'
+
+export { MessageRejected } from './bus/validate'
 
 export interface PublisherOptions {
   /** Redis URL, or an ioredis client you own (it is not closed by close()). */
@@ -12,6 +15,8 @@ export interface PublisherOptions {
   /** Same as the gateway's HISTORY_SIZE / HISTORY_TTL_S. */
   historySize?: number
   historyTtlS?: number
+  /** Same as the gateway's MAX_FRAME_BYTES: a bigger message is refused here, not dropped there. */
+  maxFrameBytes?: number
   redisOptions?: RedisOptions
 }
 
@@ -40,9 +45,11 @@ export function createPublisher (opts: PublisherOptions): Publisher {
   const keys = new KeyLayout(opts.prefix ?? 'sse:')
   const size = opts.historySize ?? 1000
   const ttl = opts.historyTtlS ?? 86400
+  const limits = { maxFrameBytes: opts.maxFrameBytes ?? DEFAULT_LIMITS.maxFrameBytes, maxDepth: MAX_DATA_DEPTH }
   return {
     async publish (input) {
-      const messages: Envelope[] = parsePublishBody(input, Date.now())
+      // Rejects (MessageRejected, naming the field) before anything reaches Redis.
+      const messages: Envelope[] = parsePublishBody(input, Date.now(), limits)
       return await (redis as any).ssePublish(...publishArgs(keys, messages, size, ttl))
     },
     async close () {

@@ -1,9 +1,9 @@
 import { errors } from '../errors'
 
-// No whitespace, control characters, glob characters (Redis PSUBSCRIBE) or braces (Redis
-// Cluster hash tags); bounded so a key stays small.
-// eslint-disable-next-line no-control-regex -- rejecting control characters is the point
-const CHANNEL_RE = /^[^\s\x00-\x1f\x7f*?[\]{}]{1,200}$/
+// No whitespace, control characters (C0, DEL, C1), lone surrogates (Redis would store them as
+// U+FFFD, so two names would share one key while neither matched its own messages), glob
+// characters (Redis PSUBSCRIBE) or braces (Redis Cluster hash tags); bounded so a key stays small.
+const CHANNEL_RE = /^[^\s\p{Cc}\p{Cs}*?[\]{}]{1,200}$/u
 const EVENT_RE = /^[A-Za-z0-9_.:-]{1,64}$/
 export const RESERVED_EVENTS = new Set(['reset', 'auth-expired'])
 
@@ -11,8 +11,13 @@ export function channelProblem (name: unknown): string | null {
   if (typeof name !== 'string') return 'must be a string'
   if (name.length === 0) return 'must not be empty'
   if (name.length > 200) return 'must be at most 200 characters'
-  if (!CHANNEL_RE.test(name)) return 'must not contain whitespace, control characters or any of * ? [ ] { }'
+  if (!CHANNEL_RE.test(name)) return 'must not contain whitespace, control characters, lone surrogates or any of * ? [ ] { }'
   return null
+}
+
+/** One rule for user ids and channel names: a `sub` is usable when `user:<sub>` is a channel. */
+export function userIdProblem (sub: string): string | null {
+  return channelProblem(userChannel(sub))
 }
 
 export function eventProblem (name: unknown): string | null {

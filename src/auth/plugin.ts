@@ -6,6 +6,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Config } from '../config'
 import type { Store } from '../bus/bus'
 import { errors } from '../errors'
+import { userIdProblem } from './channels'
 
 export interface Claims {
   sub: string
@@ -17,21 +18,58 @@ export interface Claims {
 
 export const TICKET_TTL_MS = 30_000
 
+export interface TokenSources {
+  /** `?ticket=` (single use). Stream routes only. */
+  ticket?: boolean
+  /** `?access_token=`. Stream routes only. */
+  query?: boolean
+  /**
+   * The `sse_token` cookie. Default: GET and HEAD only. A browser attaches cookies to
+   * cross-site requests, so a write (or minting a ticket) needs the Authorization header.
+   */
+  cookie?: boolean
+}
+
 declare module 'fastify' {
   interface FastifyInstance {
     auth: {
-      /** Claims from a Bearer header, cookie or query token (or a ticket when allowed). */
-      claims (request: FastifyRequest, opts?: { ticket?: boolean, query?: boolean }): Promise<Claims>
+      /** Claims from a Bearer header, or the sources the route allows (cookie, query token, ticket). */
+      claims (request: FastifyRequest, opts?: TokenSources): Promise<Claims>
       issueTicket (claims: Claims): Promise<string>
     }
+  }
+}
+
+// Names under which a credential travels in a URL. Accepted only spelled exactly so: a proxy
+// or load balancer that redacts `access_token=` in its own logs would miss `access%5Ftoken=`.
+const QUERY_CREDENTIALS = new Set(['access_token', 'ticket'])
+
+/** The decoded name of a query parameter, as fastify's parser sees it. */
+export function decodedName (raw: string): string {
+  try {
+    return decodeURIComponent(raw.replace(/\+/g, ' '))
+  } catch {
+    return raw
+  }
+}
+
+/** Refuses a credential parameter spelled any way other than its canonical name. */
+function checkQuerySpelling (url: string): void {
+  const q = url.indexOf('?')
+  if (q === -1) return
+  for (const part of url.slice(q + 1).split('&')) {
+    const eq = part.indexOf('=')
+    const raw = eq === -1 ? part : part.slice(0, eq)
+    const name = decodedName(raw)
+    if (QUERY_CREDENTIALS.has(name) && raw !== name) throw errors.unauthorized(`spell the query parameter "${name}" without percent-encoding`)
   }
 }
 
 function toClaims (payload: any): Claims {
   if (payload === null || typeof payload !== 'object') throw errors.unauthorized('token payload is not an object')
   if (typeof payload.sub !== 'string' || payload.sub.length === 0) throw errors.unauthorized('token has no "sub" claim')
-  // eslint-disable-next-line no-control-regex -- a sub becomes a channel name: same rules
-  if (payload.sub.length > 128 || /[\s\x00-\x1f*?[\]{}]/.test(payload.sub)) throw errors.unauthorized('token "sub" is not a usable user id')
+  const problem = userIdProblem(payload.sub)
+  if (problem !== null) throw errors.unauthorized(`token "sub" is not a usable user id: ${problem}`)
   const channels = payload.channels === undefined ? [] : payload.channels
   if (!Array.isArray(channels) || !channels.every((c: unknown) => typeof c === 'string')) {
     throw errors.unauthorized('token "channels" claim must be a list of strings')
@@ -46,7 +84,8 @@ function jwtProblem (err: any): string {
     case 'FAST_JWT_INVALID_SIGNATURE': return 'token signature is invalid'
     case 'FAST_JWT_MALFORMED': case 'FAST_JWT_INVALID_TYPE': return 'token is malformed'
     case 'FAST_JWT_INVALID_ALGORITHM': return 'token algorithm is not accepted'
-    case 'FAST_JWT_INVALID_CLAIM_VALUE': case 'FAST_JWT_MISSING_REQUIRED_CLAIM': return 'token issuer or audience is not accepted'
+    case 'FAST_JWT_INVALID_CLAIM_VALUE': return 'token issuer or audience is not accepted'
+    case 'FAST_JWT_MISSING_REQUIRED_CLAIM': return `token has no ${/The (\w+) claim/.exec(String(err.message))?.[1] ?? 'required'} claim (the gateway requires it)`
     default: return 'token is invalid'
   }
 }
@@ -59,7 +98,9 @@ async function authPlugin (app: FastifyInstance, opts: { config: Config, store: 
     verify: {
       algorithms: jwt.secret !== undefined ? ['HS256'] : ['RS256', 'ES256'],
       ...(jwt.issuer !== undefined ? { allowedIss: jwt.issuer } : {}),
-      ...(jwt.audience !== undefined ? { allowedAud: jwt.audience } : {})
+      ...(jwt.audience !== undefined ? { allowedAud: jwt.audience } : {}),
+      // allowedIss/allowedAud only check a claim that is present: a token without it would pass.
+      requiredClaims: [...(jwt.issuer !== undefined ? ['iss'] : []), ...(jwt.audience !== undefined ? ['aud'] : [])]
     }
   })
 
@@ -74,7 +115,8 @@ async function authPlugin (app: FastifyInstance, opts: { config: Config, store: 
   }
 
   app.decorate('auth', {
-    async claims (request: FastifyRequest, o: { ticket?: boolean, query?: boolean } = {}): Promise<Claims> {
+    async claims (request: FastifyRequest, o: TokenSources = {}): Promise<Claims> {
+      if (o.ticket === true || o.query === true) checkQuerySpelling(request.url)
       const header = request.headers.authorization
       if (header !== undefined) {
         const m = /^Bearer\s+(\S+)\s*$/i.exec(header)
@@ -90,9 +132,12 @@ async function authPlugin (app: FastifyInstance, opts: { config: Config, store: 
         return claims
       }
       if (o.query === true && typeof q?.access_token === 'string') return verify(q.access_token)
+      const cookieAllowed = o.cookie ?? (request.method === 'GET' || request.method === 'HEAD')
       const cookie = request.cookies?.sse_token
-      if (typeof cookie === 'string' && cookie.length > 0) return verify(cookie)
-      throw errors.unauthorized('no token: send Authorization: Bearer <token>, an sse_token cookie, ?access_token= or ?ticket=')
+      if (cookieAllowed && typeof cookie === 'string' && cookie.length > 0) return verify(cookie)
+      if (!cookieAllowed && cookie !== undefined) throw errors.unauthorized(`${request.method} needs Authorization: Bearer <token>; the sse_token cookie authenticates stream reads only`)
+      const sources = ['Authorization: Bearer <token>', ...(cookieAllowed ? ['an sse_token cookie'] : []), ...(o.query === true ? ['?access_token='] : []), ...(o.ticket === true ? ['?ticket='] : [])]
+      throw errors.unauthorized(`no token: send ${sources.join(', ')}`)
     },
     async issueTicket (claims: Claims): Promise<string> {
       const ticket = randomBytes(24).toString('base64url')

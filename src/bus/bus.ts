@@ -69,6 +69,55 @@ export interface Bus {
   close (): Promise<void>
 }
 
+/**
+ * Hands a message to one listener. History already holds it: a listener that throws must not
+ * fail the publish or keep the message from the listeners after it.
+ */
+export function deliverTo (l: Listener, msg: BusMessage, o: { onDropped?: (reason: string) => void, log?: { warn: (obj: object, msg: string) => void } }): void {
+  try {
+    l.onMessage(msg)
+  } catch (err) {
+    o.onDropped?.('undeliverable')
+    o.log?.warn({ err, channel: msg.channel, id: msg.id }, 'a listener failed on a message; skipped')
+  }
+}
+
+/** The bus could not reach its server at start; `address` carries no credentials. */
+export class BusUnreachable extends Error {
+  constructor (readonly address: string, cause: unknown) {
+    super(`cannot connect to ${address}: ${describeCause(cause)}`)
+  }
+}
+
+function describeCause (err: unknown): string {
+  const e = err as { code?: string, message?: string } | null
+  const why: Record<string, string> = { ECONNREFUSED: 'connection refused', ENOTFOUND: 'host not found', EAI_AGAIN: 'host not found', ETIMEDOUT: 'timed out', EHOSTUNREACH: 'host unreachable' }
+  const known = e?.code !== undefined ? why[e.code] : undefined
+  const msg = e?.message ?? String(err)
+  return known !== undefined ? `${known} (${msg})` : msg
+}
+
+/**
+ * Runs a client's connect and, when it fails, rejects with the first error the client
+ * reported (ioredis itself only says "Connection is closed.").
+ */
+export async function connectOrExplain (
+  clients: Array<{ on: (e: 'error', f: (err: Error) => void) => unknown, off: (e: 'error', f: (err: Error) => void) => unknown }>,
+  connect: () => Promise<unknown>,
+  address: string
+): Promise<void> {
+  let cause: Error | null = null
+  const seen = (err: Error): void => { cause ??= err }
+  for (const c of clients) c.on('error', seen)
+  try {
+    await connect()
+  } catch (err) {
+    throw new BusUnreachable(address, cause ?? err)
+  } finally {
+    for (const c of clients) c.off('error', seen)
+  }
+}
+
 export const ZERO_ID = '0-0'
 
 /** Compares two `<ms>-<seq>` ids numerically without allocating. */

@@ -1,4 +1,4 @@
-import { compareIds, ZERO_ID, type BusMessage, type Listener, type ReadResult } from './bus'
+import { compareIds, deliverTo, ZERO_ID, type BusMessage, type Listener, type ReadResult } from './bus'
 import { decodeStored } from './codec'
 
 /**
@@ -29,6 +29,7 @@ export interface ChannelState {
 export interface ChannelSyncOptions {
   read: (channel: string, after: string) => Promise<ReadResult>
   log?: { warn: (obj: object, msg: string) => void }
+  onDropped?: (reason: string) => void
 }
 
 export class ChannelSync {
@@ -81,7 +82,7 @@ export class ChannelSync {
   deliver (st: ChannelState, msg: BusMessage): void {
     if (compareIds(msg.id, st.lastId) <= 0) return
     st.lastId = msg.id
-    for (const l of st.listeners) l.onMessage(msg)
+    for (const l of st.listeners) deliverTo(l, msg, this.opts)
   }
 
   /** The subscription may have lapsed: buffer live messages until the next fill. */

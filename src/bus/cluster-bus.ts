@@ -1,10 +1,12 @@
 import net from 'node:net'
 import { Cluster, type Redis } from 'ioredis'
-import type { Bus, Envelope, Listener, ReadResult, Store } from './bus'
+import { connectOrExplain, type Bus, type Envelope, type Listener, type ReadResult, type Store } from './bus'
 import { ChannelSync, readHistory } from './channel-sync'
 import { decodePublished, KeyLayout } from './codec'
 import { defineScripts, publishArgs, RedisStore, type ScriptClient } from './redis-bus'
+import { DEFAULT_LIMITS, type MessageLimits } from './frame'
 import { SPUBLISH_LUA } from './scripts'
+import { checkEnvelopes } from './validate'
 
 export interface ClusterBusOptions {
   /** Seed nodes; the rest of the cluster is discovered from them. */
@@ -17,6 +19,7 @@ export interface ClusterBusOptions {
   onReconnect?: () => void
   onDropped?: (reason: string) => void
   log?: { warn: (obj: object, msg: string) => void }
+  limits?: MessageLimits
 }
 
 type ClusterClient = Cluster & Omit<ScriptClient, keyof Redis>
@@ -305,7 +308,7 @@ export class ClusterBus implements Bus {
     }) as ClusterClient
     defineScripts(this.cluster, SPUBLISH_LUA)
     this.store = new RedisStore(this.cluster, this.keys)
-    this.sync = new ChannelSync({ read: (channel, after) => this.read(channel, after), log: opts.log })
+    this.sync = new ChannelSync({ read: (channel, after) => this.read(channel, after), log: opts.log, onDropped: opts.onDropped })
     const quiet = (): void => {} // readiness and the shard connections report trouble
     this.cluster.on('error', quiet)
     this.cluster.on('node error', quiet)
@@ -349,7 +352,12 @@ export class ClusterBus implements Bus {
   }
 
   async connect (): Promise<void> {
-    await this.cluster.connect()
+    try {
+      await connectOrExplain([this.cluster], async () => await this.cluster.connect(), this.opts.nodes.map(n => `${n.host}:${n.port}`).join(','))
+    } catch (err) {
+      this.cluster.disconnect()
+      throw err
+    }
   }
 
   /**
@@ -360,6 +368,7 @@ export class ClusterBus implements Bus {
    */
   async publish (messages: Envelope[]): Promise<string[]> {
     if (messages.length === 0) return []
+    checkEnvelopes(messages, this.opts.limits ?? DEFAULT_LIMITS)
     if (this.closed || this.cluster.status !== 'ready') throw new Error('redis cluster not connected')
     const { historySize, historyTtlS } = this.opts
     const bySlot = new Map<number, number[]>()

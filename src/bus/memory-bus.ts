@@ -1,4 +1,6 @@
-import { compareIds, ZERO_ID, type Bus, type BusMessage, type Envelope, type Listener, type ReadResult, type Store } from './bus'
+import { compareIds, ZERO_ID, type Bus, type BusMessage, type Envelope, type Listener, type ReadResult, type Store, deliverTo } from './bus'
+import { DEFAULT_LIMITS, type MessageLimits } from './frame'
+import { checkEnvelopes } from './validate'
 
 interface History {
   ring: BusMessage[]
@@ -13,6 +15,9 @@ export interface MemoryBusOptions {
   historySize: number
   historyTtlS: number
   now?: () => number
+  limits?: MessageLimits
+  onDropped?: (reason: string) => void
+  log?: { warn: (obj: object, msg: string) => void }
 }
 
 /**
@@ -27,11 +32,13 @@ export class MemoryBus implements Bus {
   private readonly size: number
   private readonly ttlMs: number
   private readonly now: () => number
+  private readonly opts: MemoryBusOptions
   private lastMs = 0
   private seq = 0
   private closed = false
 
   constructor (opts: MemoryBusOptions) {
+    this.opts = opts
     this.size = opts.historySize
     this.ttlMs = opts.historyTtlS * 1000
     this.now = opts.now ?? Date.now
@@ -60,6 +67,7 @@ export class MemoryBus implements Bus {
 
   async publish (messages: Envelope[]): Promise<string[]> {
     if (this.closed) throw new Error('bus closed')
+    checkEnvelopes(messages, this.opts.limits ?? DEFAULT_LIMITS)
     const out: BusMessage[] = []
     for (const m of messages) {
       const msg: BusMessage = { ...m, id: this.nextId() }
@@ -84,7 +92,7 @@ export class MemoryBus implements Bus {
     }
     for (const msg of out) {
       const ls = this.listeners.get(msg.channel)
-      if (ls !== undefined) for (const l of ls) l.onMessage(msg)
+      if (ls !== undefined) for (const l of ls) deliverTo(l, msg, this.opts)
     }
     return out.map(m => m.id)
   }

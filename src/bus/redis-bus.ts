@@ -1,8 +1,10 @@
 import { Redis, Cluster, type RedisOptions } from 'ioredis'
-import type { Bus, Envelope, Listener, ReadResult, Store } from './bus'
+import { connectOrExplain, type Bus, type Envelope, type Listener, type ReadResult, type Store } from './bus'
 import { ChannelSync, readHistory, type ReadReply } from './channel-sync'
 import { decodePublished, encodeEnvelope, KeyLayout } from './codec'
+import { DEFAULT_LIMITS, type MessageLimits } from './frame'
 import { PUBLISH_LUA, READ_LUA, REFRESH_LUA, RELEASE_LUA } from './scripts'
+import { checkEnvelopes } from './validate'
 
 export interface RedisBusOptions {
   url: string
@@ -12,6 +14,7 @@ export interface RedisBusOptions {
   onReconnect?: () => void
   onDropped?: (reason: string) => void
   log?: { warn: (obj: object, msg: string) => void }
+  limits?: MessageLimits
 }
 
 export type ScriptClient = Redis & {
@@ -63,7 +66,7 @@ export class RedisBus implements Bus {
     this.sub = new Redis(opts.url, { ...base, autoResubscribe: false, connectionName: 'sse-gateway:sub' })
     defineScripts(this.cmd)
     this.store = new RedisStore(this.cmd, this.keys)
-    this.sync = new ChannelSync({ read: (channel, after) => this.read(channel, after), log: opts.log })
+    this.sync = new ChannelSync({ read: (channel, after) => this.read(channel, after), log: opts.log, onDropped: opts.onDropped })
     this.sub.on('message', (ch: string, payload: string) => this.onPubsub(ch, payload))
     this.sub.on('ready', () => {
       if (this.everReady) this.resync()
@@ -75,11 +78,19 @@ export class RedisBus implements Bus {
   }
 
   async connect (): Promise<void> {
-    await Promise.all([this.cmd.connect(), this.sub.connect()])
+    try {
+      await connectOrExplain([this.cmd, this.sub], async () => await Promise.all([this.cmd.connect(), this.sub.connect()]), addressOf(this.opts.url))
+    } catch (err) {
+      // Not retried in the background of a start that has failed.
+      this.cmd.disconnect()
+      this.sub.disconnect()
+      throw err
+    }
   }
 
   async publish (messages: Envelope[]): Promise<string[]> {
     if (messages.length === 0) return []
+    checkEnvelopes(messages, this.opts.limits ?? DEFAULT_LIMITS)
     return await this.cmd.ssePublish(...(publishArgs(this.keys, messages, this.opts.historySize, this.opts.historyTtlS) as [number, ...string[]]))
   }
 
@@ -142,6 +153,16 @@ export class RedisBus implements Bus {
         for (const [channel, st] of all) void this.sync.fill(channel, st)
       })
       .catch(() => { /* the next 'ready' tries again */ })
+  }
+}
+
+/** host:port of a Redis URL, without credentials. */
+function addressOf (url: string): string {
+  try {
+    const u = new URL(url)
+    return `${u.hostname}:${u.port === '' ? '6379' : u.port}`
+  } catch {
+    return 'an unparsable URL'
   }
 }
 

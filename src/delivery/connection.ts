@@ -56,6 +56,7 @@ export class Connection {
   dirty = false
   private frames: Array<Frame | null> = []
   private idx: number[] = []
+  /** Bytes held while syncing (live frames waiting for the replay). */
   private bytes = 0
   private keys: Map<string, number> | null = null
   private expiry: NodeJS.Timeout | null = null
@@ -102,7 +103,8 @@ export class Connection {
     if (this.state === 'closed') return
     if (this.events !== null && !this.events.has(f.event)) return
     if (this.state === 'syncing') {
-      // Held until the replay is written; dedupe happens when released.
+      // Held until the replay is written (which waits for the socket); dedupe happens when
+      // released. Memory is the bound here: a backlog the replay cannot get out.
       this.frames.push(f)
       this.idx.push(i)
       this.bytes += f.body.length
@@ -117,10 +119,10 @@ export class Connection {
       return
     }
     if (f.key !== undefined) this.conflate(i, f)
+    // The batch being built does not count against the budget (a burst is not a slow reader):
+    // it holds references to frames shared by every recipient, for one window at most.
     this.frames.push(f)
     this.idx.push(i)
-    this.bytes += f.body.length
-    if (this.bytes > this.max) this.close('slow_consumer')
   }
 
   private conflate (i: number, f: Frame): void {
@@ -128,7 +130,6 @@ export class Connection {
     const at = this.keys.get(f.key as string)
     // Same channel only: replacing across channels would let a cursor skip the older value.
     if (at !== undefined && this.idx[at] === i && this.frames[at] !== null) {
-      this.bytes -= (this.frames[at] as Frame).body.length
       this.frames[at] = null
       this.m.droppedConflated.inc()
     }
@@ -163,7 +164,6 @@ export class Connection {
     }
     this.frames.length = 0
     this.idx.length = 0
-    this.bytes = 0
     if (this.keys !== null) this.keys.clear()
     if (n > 0) this.writeFrames(out, n, -1)
   }
@@ -173,8 +173,15 @@ export class Connection {
   }
 
   private writeFrames (out: string, n: number, ts: number): void {
-    if (ts >= 0) this.m.latency.observe((Date.now() - ts) / 1000)
     const res = this.res as ServerResponse & { chunkedEncoding?: boolean }
+    // The slow-consumer budget: bytes of EARLIER writes the socket has still not taken. What is
+    // being written now does not count, so a client that keeps up is never cut by one burst;
+    // the backlog stays below the budget plus one batch.
+    if (res.writableLength > this.max) {
+      this.close('slow_consumer')
+      return
+    }
+    if (ts >= 0) this.m.latency.observe((Date.now() - ts) / 1000)
     const socket = res.socket
     // writableLength is the response's own queue plus the socket's: equal means nothing queued in
     // the response, so a direct socket write keeps the byte order.
@@ -189,17 +196,16 @@ export class Connection {
     this.m.socketWrites.inc()
     this.m.delivered.inc(n)
     this.m.batchSize.observe(n)
-    if (res.writableLength > this.max) this.close('slow_consumer')
   }
 
-  /** Replay and control output; resolves once the socket took it (backpressure-aware). */
+  /** Replay and control output; resolves once the socket took it. Same budget as live writes. */
   async writeAsync (s: string): Promise<void> {
     if (this.state === 'closed') return
-    if (this.res.write(s)) return
     if (this.res.writableLength > this.max) {
       this.close('slow_consumer')
       return
     }
+    if (this.res.write(s)) return
     await new Promise<void>(resolve => {
       const done = (): void => {
         this.res.off('drain', done)

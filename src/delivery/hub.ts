@@ -1,9 +1,10 @@
 import type { Bus, BusMessage, Listener } from '../bus/bus'
+import { DEFAULT_LIMITS, frame, type MessageLimits } from '../bus/frame'
 import { errors } from '../errors'
 import type { Metrics } from '../metrics/metrics'
 import { Connection, type CloseReason, type Frame } from './connection'
 import { decodeCursor } from './cursor'
-import { controlFrame, messageBody, retryFrame } from './sse'
+import { controlFrame, retryFrame } from './sse'
 
 export interface HubOptions {
   batchWindowMs: number
@@ -11,6 +12,8 @@ export interface HubOptions {
   maxConnections: number
   maxConnectionsPerUser: number
   retryMs: number
+  /** The bus's limits: a message past them (published around the checks) is dropped, not written. */
+  limits?: MessageLimits
   log: { info: (o: object, m: string) => void, warn: (o: object, m: string) => void }
 }
 
@@ -28,9 +31,11 @@ export class Hub {
   private readonly listener: Listener
   private readonly flushTimer: NodeJS.Timeout | null
   private readonly heartbeatTimer: NodeJS.Timeout
+  private readonly limits: MessageLimits
   draining = false
 
   constructor (private readonly bus: Bus, private readonly opts: HubOptions, private readonly m: Metrics) {
+    this.limits = opts.limits ?? DEFAULT_LIMITS
     this.listener = {
       onMessage: (msg) => this.fanout(msg),
       onReset: (channel, head) => this.reset(channel, head)
@@ -106,9 +111,11 @@ export class Hub {
       let p = from[i]
       for (const msg of r.messages) {
         if (!conn.accepts(msg.event)) continue
+        const body = this.body(msg)
+        if (body === null) continue
         conn.pos[i] = msg.id
         p = msg.id
-        out += messageBody(msg.event, msg.data) + 'id: ' + conn.cursor() + '\n\n'
+        out += body + 'id: ' + conn.cursor() + '\n\n'
         replayed++
         if (out.length > 65536) {
           await conn.writeAsync(out)
@@ -158,10 +165,25 @@ export class Hub {
 
   readonly onClose = (conn: Connection, reason: CloseReason): void => this.leave(conn, reason)
 
+  /**
+   * A message's framed body, or null when it cannot be framed within the limits: it came
+   * around the checks at publish (an older publisher, a raw XADD). Counted and stepped over,
+   * live and in replay alike, so one message cannot stop a channel or the process.
+   */
+  private body (msg: BusMessage): string | null {
+    const f = frame(msg.event, msg.data, this.limits)
+    if (f.problem === null) return f.body
+    this.m.droppedUndeliverable.inc()
+    this.opts.log.warn({ channel: msg.channel, id: msg.id, problem: f.problem }, 'undeliverable message dropped')
+    return null
+  }
+
   private fanout (msg: BusMessage): void {
     const conns = this.channels.get(msg.channel)
     if (conns === undefined) return
-    const frame: Frame = { id: msg.id, channel: msg.channel, event: msg.event, key: msg.key, ts: msg.ts, body: messageBody(msg.event, msg.data) }
+    const body = this.body(msg)
+    if (body === null) return
+    const frame: Frame = { id: msg.id, channel: msg.channel, event: msg.event, key: msg.key, ts: msg.ts, body }
     const dirty = this.dirty
     const batching = this.flushTimer !== null
     conns.forEach((i, conn) => {

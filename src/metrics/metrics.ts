@@ -40,7 +40,7 @@ export function createMetrics (registry: Registry = new Registry(), opts: { defa
   const replayed = new Counter({ name: 'gateway_delivery_messages_replayed_total', help: 'Message frames replayed from history on resume', registers: r })
   const dropped = new Counter({
     name: 'gateway_delivery_messages_dropped_total',
-    help: 'Messages not delivered, by reason (conflated: replaced by a newer value with the same key)',
+    help: 'Messages not delivered, by reason (conflated: replaced by a newer value with the same key; malformed: not an envelope; undeliverable: cannot be framed within the limits)',
     labelNames: ['reason'] as const,
     registers: r
   })
@@ -79,6 +79,7 @@ export function createMetrics (registry: Registry = new Registry(), opts: { defa
     dropped,
     droppedConflated: dropped.labels('conflated'),
     droppedMalformed: dropped.labels('malformed'),
+    droppedUndeliverable: dropped.labels('undeliverable'),
     resets,
     socketWrites,
     batchSize,

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import { parsePublishBody } from '../bus/validate'
+import { MessageRejected, parsePublishBody } from '../bus/validate'
 import { errors } from '../errors'
 
 export default async function publishRoutes (app: FastifyInstance): Promise<void> {
@@ -7,12 +7,13 @@ export default async function publishRoutes (app: FastifyInstance): Promise<void
   app.post('/publish', { bodyLimit: app.config.maxBodyBytes }, async (request, reply) => {
     const claims = await app.auth.claims(request)
     if (claims.role !== 'publisher') throw errors.publisherRequired()
-    const messages = parsePublishBody(request.body, Date.now())
+    const messages = parsePublishBody(request.body, Date.now(), app.limits)
     let ids: string[]
     try {
       // One bus call: the whole request is published atomically or not at all.
       ids = await app.bus.publish(messages)
     } catch (err) {
+      if (err instanceof MessageRejected) throw err
       request.log.warn({ err }, 'publish failed')
       throw errors.busUnavailable()
     }

@@ -301,7 +301,7 @@ export class ClusterBus implements Bus {
       scaleReads: 'master',
       slotsRefreshInterval: opts.slotsRefreshIntervalMs ?? 2000,
       clusterRetryStrategy: (n: number) => Math.min(100 * n, 2000),
-      redisOptions: { connectionName: 'sse-gateway:cmd', maxRetriesPerRequest: 2 }
+      redisOptions: { connectionName: `sse-gateway:cmd:${opts.prefix}`, maxRetriesPerRequest: 2 }
     }) as ClusterClient
     defineScripts(this.cluster, SPUBLISH_LUA)
     this.store = new RedisStore(this.cluster, this.keys)

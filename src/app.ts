@@ -97,6 +97,9 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     maxConnections: config.maxConnections,
     maxConnectionsPerUser: config.maxConnectionsPerUser,
     retryMs: config.retryMs,
+    // Longer than a subscriber reconnect (ioredis retries after 100 ms, then 200, 400...), short
+    // enough that a client facing a real outage gets its 503 + Retry-After promptly.
+    busWaitMs: 1000,
     log: app.log
   }, metrics)
   app.decorate('config', config)

@@ -1,4 +1,5 @@
 import type { Bus, BusMessage, Listener } from '../bus/bus'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Metrics } from '../metrics/metrics'
 import type { Problem } from '../outcome'
 import { Connection, type CloseReason, type Frame } from './connection'
@@ -25,12 +26,16 @@ export function startFrom (lastEventId: string | null): StreamStart {
   return lastEventId === null ? { from: 'live' } : { from: 'cursor', cursor: lastEventId }
 }
 
+const BUS_POLL_MS = 20
+
 export interface HubOptions {
   batchWindowMs: number
   heartbeatMs: number
   maxConnections: number
   maxConnectionsPerUser: number
   retryMs: number
+  /** How long a new stream waits for a reconnecting bus before its 503. */
+  busWaitMs: number
   log: { info: (o: object, m: string) => void, warn: (o: object, m: string) => void }
 }
 
@@ -61,11 +66,27 @@ export class Hub {
     this.heartbeatTimer.unref()
   }
 
-  /** The limit a new stream of `user` would hit (null: none); counts nothing. */
-  admit (user: string): Problem | null {
+  /**
+   * The limit a new stream of `user` would hit (null: none); counts nothing. While the bus is
+   * reconnecting (a Redis restart or a killed subscriber connection is back within ~100-300 ms)
+   * the stream waits up to `busWaitMs` for it rather than bouncing every client that arrives
+   * in that blip to a 2 s retry; past that it is bus_unavailable. The limits are checked again
+   * after the wait, since other streams may have been admitted meanwhile.
+   */
+  async admit (user: string): Promise<Problem | null> {
+    const first = this.check(user)
+    if (first !== null || this.bus.isReady()) return first
+    const end = Date.now() + this.opts.busWaitMs
+    // Polling keeps this independent of each bus's connection events; it only runs while the
+    // bus is down, for at most busWaitMs.
+    while (!this.bus.isReady() && Date.now() < end) await sleep(BUS_POLL_MS)
+    if (!this.bus.isReady()) return { code: 'bus_unavailable' }
+    return this.check(user)
+  }
+
+  private check (user: string): Problem | null {
     const retryAfterS = Math.max(1, Math.ceil(this.opts.retryMs / 1000))
     if (this.draining) return { code: 'draining', retryAfterS }
-    if (!this.bus.isReady()) return { code: 'bus_unavailable' }
     if (this.connections.size >= this.opts.maxConnections) return { code: 'instance_full', retryAfterS }
     if ((this.perUser.get(user) ?? 0) >= this.opts.maxConnectionsPerUser) return { code: 'too_many_connections', max: this.opts.maxConnectionsPerUser, retryAfterS }
     return null

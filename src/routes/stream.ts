@@ -33,7 +33,7 @@ export function lastEventId (request: FastifyRequest): string | null {
  */
 export async function openStream (app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, spec: StreamSpec): Promise<void> {
   const { hub, config } = app
-  const refusal = hub.admit(spec.claims.sub)
+  const refusal = await hub.admit(spec.claims.sub)
   if (refusal !== null) throw problemError(refusal)
   const start = spec.start ?? startFrom(lastEventId(request))
 

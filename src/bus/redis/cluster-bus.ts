@@ -63,7 +63,7 @@ export class ClusterBus implements Bus {
       scaleReads: 'master',
       slotsRefreshInterval: opts.slotsRefreshIntervalMs ?? 2000,
       clusterRetryStrategy: (n: number) => Math.min(100 * n, 2000),
-      redisOptions: { connectionName: 'sse-gateway:cmd', maxRetriesPerRequest: 2 }
+      redisOptions: { connectionName: `sse-gateway:cmd:${opts.prefix}`, maxRetriesPerRequest: 2 }
     }) as ClusterScriptClient
     defineScripts(this.cluster, SPUBLISH_LUA)
     this.sync = new ChannelSync({ read: (channel, after) => this.read(channel, after), head: (channel) => this.head(channel), log: opts.log })

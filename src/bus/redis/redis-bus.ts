@@ -36,9 +36,10 @@ export class RedisBus implements Bus {
     this.keys = new KeyLayout(opts.prefix)
     const base: RedisOptions = { lazyConnect: true, maxRetriesPerRequest: 2, retryStrategy: (n: number) => Math.min(50 * 2 ** n, 2000) }
     // Commands fail fast while Redis is away: a publish answers 503 instead of hanging.
-    this.cmd = new Redis(opts.url, { ...base, enableOfflineQueue: false, connectionName: 'sse-gateway:cmd' }) as ScriptClient
+    // Named with the prefix, so CLIENT LIST tells which deployment (or test) holds a connection.
+    this.cmd = new Redis(opts.url, { ...base, enableOfflineQueue: false, connectionName: `sse-gateway:cmd:${opts.prefix}` }) as ScriptClient
     // We resubscribe ourselves so that each channel's gap is refilled from history first.
-    this.sub = new Redis(opts.url, { ...base, autoResubscribe: false, connectionName: 'sse-gateway:sub' })
+    this.sub = new Redis(opts.url, { ...base, autoResubscribe: false, connectionName: `sse-gateway:sub:${opts.prefix}` })
     defineScripts(this.cmd)
     this.sync = new ChannelSync({ read: (channel, after) => this.read(channel, after), head: (channel) => this.head(channel), log: opts.log })
     this.sub.on('message', (ch: string, payload: string) => this.onPubsub(ch, payload))

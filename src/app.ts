@@ -4,14 +4,15 @@ import fastifyCors from '@fastify/cors'
 import type { Config } from './config'
 import { BusUnreachable, type Bus } from './bus/bus'
 import { MAX_DATA_DEPTH, type MessageLimits } from './bus/frame'
-import { MessageRejected } from './bus/validate'
+import { MemoryStore, type Store } from './bus/store'
 import { MemoryBus } from './bus/memory-bus'
-import { RedisBus } from './bus/redis-bus'
-import { ClusterBus } from './bus/cluster-bus'
+import { RedisBus } from './bus/redis/redis-bus'
+import { ClusterBus } from './bus/redis/cluster-bus'
 import { Hub } from './delivery/hub'
 import { createMetrics, type Metrics } from './metrics/metrics'
 import authPlugin from './auth/plugin'
-import { errors, GatewayError } from './errors'
+import { GatewayError, problemError } from './errors'
+import { Refused } from './outcome'
 import { loggerOptions } from './logger'
 import eventsRoutes from './routes/events'
 import publishRoutes from './routes/publish'
@@ -24,6 +25,7 @@ declare module 'fastify' {
   interface FastifyInstance {
     config: Config
     bus: Bus
+    store: Store
     hub: Hub
     metrics: Metrics
     /** What a message may be, checked where it enters (routes, every bus, delivery). */
@@ -35,11 +37,19 @@ export interface BuildOptions {
   config: Config
   /** A bus to use instead of the one the config describes (it is then not closed with the app). */
   bus?: Bus
+  /** The store beside `bus` (default: one on the Redis bus's connection, else in memory). */
+  store?: Store
   metrics?: Metrics
   /** A pino logger instance, or fastify logger options; defaults from config.logLevel. */
   logger?: FastifyServerOptions['loggerInstance'] | false
   /** Replicate proxy timings and fetch; the defaults suit production, tests shorten them. */
   replicate?: ReplicateOptions
+}
+
+/** The bus and the key-value store beside it; on Redis the store shares the bus's command connection. */
+export interface Backend {
+  bus: Bus
+  store: Store
 }
 
 export function limitsOf (config: Config): MessageLimits {
@@ -91,6 +101,16 @@ function clientErrorHandler (this: FastifyInstance, err: Error & { code?: string
   socket.destroy()
 }
 
+/** The store that belongs beside `bus`. */
+export function storeBeside (bus: Bus): Store {
+  return bus instanceof RedisBus || bus instanceof ClusterBus ? bus.createStore() : new MemoryStore()
+}
+
+export async function createBackend (config: Config, metrics: Metrics, log?: { warn: (o: object, m: string) => void }): Promise<Backend> {
+  const bus = await createBus(config, metrics, log)
+  return { bus, store: storeBeside(bus) }
+}
+
 export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   const { config } = opts
   const app = Fastify({
@@ -108,6 +128,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   const metrics = opts.metrics ?? createMetrics()
   const bus = opts.bus ?? await createBus(config, metrics, app.log)
   const limits = limitsOf(config)
+  const store = opts.store ?? storeBeside(bus)
   const hub = new Hub(bus, {
     limits,
     batchWindowMs: config.batchWindowMs,
@@ -115,16 +136,20 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     maxConnections: config.maxConnections,
     maxConnectionsPerUser: config.maxConnectionsPerUser,
     retryMs: config.retryMs,
+    // Longer than a subscriber reconnect (ioredis retries after 100 ms, then 200, 400...), short
+    // enough that a client facing a real outage gets its 503 + Retry-After promptly.
+    busWaitMs: 1000,
     log: app.log
   }, metrics)
   app.decorate('config', config)
   app.decorate('bus', bus)
+  app.decorate('store', store)
   app.decorate('hub', hub)
   app.decorate('metrics', metrics)
   app.decorate('limits', limits)
 
   app.setErrorHandler((err: any, request, reply) => {
-    if (err instanceof MessageRejected) err = errors.rejected(err)
+    if (err instanceof Refused) err = problemError(err.problem)
     if (err instanceof GatewayError) {
       if (err.statusCode >= 400 && err.statusCode < 500 && request.url.startsWith('/events')) {
         metrics.connectionsRejected.labels(err.code).inc()
@@ -170,7 +195,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
       maxAge: 600
     })
   }
-  await app.register(authPlugin, { config, store: bus.store })
+  await app.register(authPlugin, { config, store })
   await app.register(healthRoutes)
   await app.register(eventsRoutes)
   await app.register(publishRoutes)

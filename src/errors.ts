@@ -1,7 +1,10 @@
-import type { MessageRejected } from './bus/validate'
+import type { ServerResponse } from 'node:http'
+import type { Problem } from './outcome'
 
-// Every error the gateway answers. Routes throw these; the error handler in app.ts turns them
-// into `{ error: code, message }` with the status, so clients can switch on `error`.
+// Every error the gateway answers, and the one place that maps core's refusals (outcome.ts) to
+// HTTP. Routes throw these; the error handler in app.ts turns them into `{ error: code,
+// message }` with the status, so clients can switch on `error`; a stream that has already taken
+// over its socket answers through `sendError`. docs/errors.md lists every code (a test checks).
 export class GatewayError extends Error {
   readonly statusCode: number
   readonly code: string
@@ -21,6 +24,7 @@ export const errors = {
   publisherRequired: () => new GatewayError(403, 'forbidden', 'publishing needs a token with role "publisher"'),
   invalidChannel: (where: string, why: string) => new GatewayError(400, 'invalid_channel', `${where}: ${why}`),
   invalidMessage: (where: string, why: string) => new GatewayError(400, 'invalid_message', `${where}: ${why}`),
+  messageTooLarge: (where: string, why: string) => new GatewayError(413, 'message_too_large', `${where}: ${why}`),
   invalidRequest: (why: string) => new GatewayError(400, 'invalid_request', why),
   tooManyChannels: (max: number) => new GatewayError(400, 'too_many_channels', `a stream may ask for at most ${max} channels`),
   userLimit: (max: number, retryAfterS: number) =>
@@ -29,13 +33,40 @@ export const errors = {
     new GatewayError(503, 'instance_full', 'this instance holds its maximum number of streams', { 'retry-after': String(retryAfterS) }),
   draining: (retryAfterS: number) =>
     new GatewayError(503, 'draining', 'this instance is shutting down; reconnect', { 'retry-after': String(retryAfterS) }),
-  busUnavailable: () => new GatewayError(503, 'bus_unavailable', 'the message bus is not connected', { 'retry-after': '2' }),
+  busUnavailable: (why = 'the message bus is not connected') => new GatewayError(503, 'bus_unavailable', why, { 'retry-after': '2' }),
   notFound: (what: string) => new GatewayError(404, 'not_found', `${what} not found`),
   forbiddenModel: (model: string) => new GatewayError(403, 'forbidden_model', `model "${model}" is not allowed on this gateway`),
   notConfigured: (what: string) => new GatewayError(501, 'not_configured', `${what} is not configured on this gateway`),
-  upstream: (status: number, code: string, message: string) => new GatewayError(status, code, message),
-  /** The bus refused a message (core outcome): 413 when it is too large, else 400. */
-  rejected: (r: MessageRejected) => r.reason === 'too_large'
-    ? new GatewayError(413, 'message_too_large', r.message)
-    : new GatewayError(400, r.reason, r.message)
+  upstream: (status: number, code: string, message: string) => new GatewayError(status, code, message)
+}
+
+/** The HTTP answer to a refusal of core. */
+export function problemError (p: Problem): GatewayError {
+  switch (p.code) {
+    case 'invalid_message': return errors.invalidMessage(p.where, p.why)
+    case 'invalid_channel': return errors.invalidChannel(p.where, p.why)
+    case 'message_too_large': return errors.messageTooLarge(p.where, p.why)
+    case 'forbidden_channel': return errors.forbiddenChannel(p.channel)
+    case 'too_many_channels': return errors.tooManyChannels(p.max)
+    case 'too_many_connections': return errors.userLimit(p.max, p.retryAfterS)
+    case 'instance_full': return errors.instanceFull(p.retryAfterS)
+    case 'draining': return errors.draining(p.retryAfterS)
+    case 'bus_unavailable': return errors.busUnavailable(p.why)
+  }
+}
+
+/** The value of an outcome, or its refusal thrown as the matching GatewayError. */
+export function orThrow<T> (o: { ok: true, value: T } | { ok: false, problem: Problem }): T {
+  if (!o.ok) throw problemError(o.problem)
+  return o.value
+}
+
+/**
+ * Writes an error to a response the route has taken over (a hijacked SSE reply) when nothing
+ * has been sent yet: the same status, headers and body as the error handler's.
+ */
+export function sendError (res: ServerResponse, err: GatewayError): void {
+  if (res.headersSent) return
+  res.writeHead(err.statusCode, { ...err.headers, 'content-type': 'application/json; charset=utf-8' })
+  res.end(JSON.stringify({ error: err.code, message: err.message }))
 }

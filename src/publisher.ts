@@ -1,11 +1,10 @@
 import { Redis, type RedisOptions } from 'ioredis'
 import type { Envelope } from './bus/bus'
-import { KeyLayout } from './bus/codec'
-import { defineScripts, publishArgs } from './bus/redis-bus'
+import { KeyLayout } from './bus/redis/codec'
+import { defineScripts, publishArgs } from './bus/redis/scripts'
 import { DEFAULT_LIMITS, MAX_DATA_DEPTH } from './bus/frame'
 import { parsePublishBody } from './bus/validate'
-
-export { MessageRejected } from './bus/validate'
+import { orThrow } from './errors'
 
 export interface PublisherOptions {
   /** Redis URL, or an ioredis client you own (it is not closed by close()). */
@@ -48,8 +47,8 @@ export function createPublisher (opts: PublisherOptions): Publisher {
   const limits = { maxFrameBytes: opts.maxFrameBytes ?? DEFAULT_LIMITS.maxFrameBytes, maxDepth: MAX_DATA_DEPTH }
   return {
     async publish (input) {
-      // Rejects (MessageRejected, naming the field) before anything reaches Redis.
-      const messages: Envelope[] = parsePublishBody(input, Date.now(), limits)
+      // Throws (a 400/413 GatewayError naming the field) before anything reaches Redis.
+      const messages: Envelope[] = orThrow(parsePublishBody(input, Date.now(), limits))
       return await (redis as any).ssePublish(...publishArgs(keys, messages, size, ttl))
     },
     async close () {

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process'
 import { Redis } from 'ioredis'
 import { build, freePort, publish, RawStream, REDIS_URL, SECRET, sign, uniquePrefix, waitFor } from './helper'
 import { createPublisher } from '../src/publisher'
-import { PUBLISH_LUA } from '../src/bus/scripts'
+import { PUBLISH_LUA } from '../src/bus/redis/scripts'
 
 const reader = (channels: string[] = ['topic:*']): Record<string, string> => ({ authorization: `Bearer ${sign({ sub: 'reader', channels })}` })
 

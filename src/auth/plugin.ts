@@ -6,7 +6,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Config } from '../config'
 import type { Store } from '../bus/bus'
 import { errors } from '../errors'
-import { userIdProblem } from './channels'
+import { userIdProblem } from '../channels'
 
 export interface Claims {
   sub: string

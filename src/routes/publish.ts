@@ -1,19 +1,20 @@
 import type { FastifyInstance } from 'fastify'
-import { MessageRejected, parsePublishBody } from '../bus/validate'
-import { errors } from '../errors'
+import { parsePublishBody } from '../bus/validate'
+import { errors, orThrow, problemError } from '../errors'
+import { Refused } from '../outcome'
 
 export default async function publishRoutes (app: FastifyInstance): Promise<void> {
   const published = app.metrics.published.labels('http')
   app.post('/publish', { bodyLimit: app.config.maxBodyBytes }, async (request, reply) => {
     const claims = await app.auth.claims(request)
     if (claims.role !== 'publisher') throw errors.publisherRequired()
-    const messages = parsePublishBody(request.body, Date.now(), app.limits)
+    const messages = orThrow(parsePublishBody(request.body, Date.now(), app.limits))
     let ids: string[]
     try {
       // One bus call: the whole request is published atomically or not at all.
       ids = await app.bus.publish(messages)
     } catch (err) {
-      if (err instanceof MessageRejected) throw err
+      if (err instanceof Refused) throw problemError(err.problem)
       request.log.warn({ err }, 'publish failed')
       throw errors.busUnavailable()
     }

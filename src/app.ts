@@ -1,5 +1,5 @@
 import { STATUS_CODES } from 'node:http'
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify'
 import fastifyCors from '@fastify/cors'
 import type { Config } from './config'
 import { BusUnreachable, type Bus } from './bus/bus'
@@ -123,7 +123,11 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     return503OnClosing: false,
     // Idle keep-alive sockets would otherwise hold close() for their whole timeout.
     forceCloseConnections: true,
-    clientErrorHandler
+    clientErrorHandler,
+    // Errors raised before routing (a malformed URL) skip setErrorHandler: same shape here.
+    frameworkErrors: (err: Error & { code?: string }, _request: unknown, reply: FastifyReply) => {
+      void reply.code(400).send({ error: 'bad_request', message: err.code === 'FST_ERR_BAD_URL' ? 'the URL is malformed' : err.message })
+    }
   })
   const metrics = opts.metrics ?? createMetrics()
   const bus = opts.bus ?? await createBus(config, metrics, app.log)

@@ -4,6 +4,7 @@ import { MemoryBus } from '../src/bus/memory-bus'
 import { RedisBus } from '../src/bus/redis/redis-bus'
 import { ClusterBus } from '../src/bus/redis/cluster-bus'
 import { storeBeside } from '../src/app'
+import { Refused } from '../src/outcome'
 import { REDIS_URL, testConfig, uniquePrefix, waitFor } from './helper'
 
 const REDIS_CLUSTER_NODES = process.env.REDIS_CLUSTER_NODES === '' ? undefined : process.env.REDIS_CLUSTER_NODES
@@ -49,6 +50,32 @@ for (const [name, make] of Object.entries(implementations)) {
       t.equal(bus.subscriptionCount(), 1)
       bus.unsubscribe('a', l)
       t.equal(bus.subscriptionCount(), 0, 'one listener, one subscription, released once')
+    })
+
+    t.test('a call holding a message that could not be delivered is refused whole, naming it; nothing is published', async t => {
+      const bus = await make(100)
+      t.teardown(() => bus.close())
+      const got: BusMessage[] = []
+      await bus.subscribe('lim', { onMessage: m => got.push(m) })
+      let deep: unknown = 1
+      for (let i = 0; i < 65; i++) deep = [deep]
+      const bad: Array<[unknown, RegExp]> = [
+        [deep, /messages\[1\]\.data: nests deeper than 64 levels/],
+        ['\n'.repeat(40000), /messages\[1\]\.data: frames to 280016 bytes, above MAX_FRAME_BYTES \(262144\)/],
+        [10n, /messages\[1\]\.data: is not a JSON value/]
+      ]
+      for (const [data, why] of bad) {
+        const err = await bus.publish([msg('lim', 'ok'), msg('lim', data), msg('other', 'ok')]).catch((e: unknown) => e)
+        t.ok(err instanceof Refused, 'a Refused rejection')
+        t.match((err as Refused).message, why)
+        t.equal((err as Refused).problem.code, data === bad[1][0] ? 'message_too_large' : 'invalid_message')
+      }
+      t.match(await bus.publish([{ ...msg('lim', 1), event: 'a\nb' }]).catch((e: Refused) => e.message), /messages\[0\]\.event/)
+      t.match(await bus.publish([msg('no such\u007fchannel', 1)]).catch((e: Refused) => e.message), /messages\[0\]\.channel/)
+      const [marker] = await bus.publish([msg('lim', 'marker')])
+      await waitFor(() => got.length >= 1)
+      t.same(got.map(m => m.data), ['marker'], 'only the marker went out live')
+      t.same((await bus.read('lim', '0-0')).messages.map(m => m.id), [marker], 'and only the marker is in history')
     })
 
     t.test('one publish over many channels: ids in input order, each channel gets its own, in order', async t => {

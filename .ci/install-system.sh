@@ -3,6 +3,7 @@
 #   redis-server  single Redis and the local Redis Cluster (.ci/redis-cluster.sh)
 #   nginx         the load-balancer failover test (deploy/nginx.conf)
 #   chromium      browser tests
+#   openssl       the tests' self-signed certificates (HTTP/2 over TLS)
 #   libnginx-mod-nchan  only with the argument `nchan`: the peer of `npm run bench -- --compare nchan`
 # A machine that already has them costs no apt-get update and prints one line.
 # The machine may be fresh (nothing installed by hand survives), so CI calls this
@@ -14,9 +15,10 @@ declare -A provides=(
   [redis-server]="redis-server redis-cli"
   [nginx]="nginx"
   [chromium]="chromium"
+  [openssl]="openssl"
   [libnginx-mod-nchan]="/usr/lib/nginx/modules/ngx_nchan_module.so"
 )
-wanted=(redis-server nginx chromium)
+wanted=(redis-server nginx chromium openssl)
 if [ "${1:-}" = nchan ]; then wanted=(nginx libnginx-mod-nchan); fi
 
 # a command on PATH, or (starting with /) a file

@@ -3,6 +3,8 @@
 #   redis-server  single Redis and the local Redis Cluster (.ci/redis-cluster.sh)
 #   nginx         the load-balancer failover test (deploy/nginx.conf)
 #   chromium      browser tests
+# With package names as arguments, those instead (the compose end-to-end asks for
+# docker.io, docker-compose and debootstrap this way: .ci/compose-e2e.sh).
 # A machine that already has them costs no apt-get update and prints one line.
 # The machine may be fresh (nothing installed by hand survives), so CI calls this
 # first rather than assuming.
@@ -13,17 +15,22 @@ declare -A provides=(
   [redis-server]="redis-server redis-cli"
   [nginx]="nginx"
   [chromium]="chromium"
+  [docker.io]="docker dockerd"
+  [docker-compose]="docker-compose"
+  [debootstrap]="debootstrap"
 )
+packages=("$@")
+if [ "${#packages[@]}" -eq 0 ]; then packages=(redis-server nginx chromium); fi
 
 missing=()
-for pkg in redis-server nginx chromium; do
-  for cmd in ${provides[$pkg]}; do
+for pkg in "${packages[@]}"; do
+  for cmd in ${provides[$pkg]:-$pkg}; do
     if ! command -v "$cmd" >/dev/null 2>&1; then missing+=("$pkg"); break; fi
   done
 done
 
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "install-system: redis-server nginx chromium already present"
+  echo "install-system: ${packages[*]} already present"
   exit 0
 fi
 
@@ -59,7 +66,7 @@ if ! { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
 fi
 
 for pkg in "${missing[@]}"; do
-  for cmd in ${provides[$pkg]}; do
+  for cmd in ${provides[$pkg]:-$pkg}; do
     command -v "$cmd" >/dev/null 2>&1 || { echo "install-system: $pkg installed but $cmd not found" >&2; exit 1; }
   done
 done

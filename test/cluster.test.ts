@@ -1,8 +1,10 @@
 import t, { type Test } from 'tap'
 import net from 'node:net'
 import { Redis } from 'ioredis'
-import { ClusterBus, ShardConn, slotOf, type ShardEvents } from '../src/bus/cluster-bus'
-import { KeyLayout } from '../src/bus/codec'
+import { ClusterBus } from '../src/bus/redis/cluster-bus'
+import { ShardConn, type ShardEvents } from '../src/bus/redis/shard-conn'
+import { slotOf } from '../src/bus/redis/slots'
+import { KeyLayout } from '../src/bus/redis/codec'
 import { build, publish, publisherToken, RawStream, sign, waitFor, type Gateway } from './helper'
 
 // ---------------------------------------------------------------------------------------------

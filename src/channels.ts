@@ -1,4 +1,4 @@
-import { errors } from '../errors'
+import { errors } from './errors'
 
 // No whitespace, control characters, glob characters (Redis PSUBSCRIBE) or braces (Redis
 // Cluster hash tags); bounded so a key stays small.

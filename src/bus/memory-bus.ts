@@ -122,6 +122,11 @@ export class MemoryBus implements Bus {
     return { messages, head: h.lastId, reset: false }
   }
 
+  /** The id just below the oldest retained message (history pages start there). */
+  floor (channel: string): string {
+    return this.history(channel)?.maxDeleted ?? ZERO_ID
+  }
+
   isReady (): boolean {
     return !this.closed
   }

@@ -1,6 +1,6 @@
 import type { Cluster, Redis } from 'ioredis'
 import type { Bus, Store } from './bus/bus'
-import { KeyLayout } from './bus/codec'
+import { KeyLayout } from './bus/redis/codec'
 import type { Config } from './config'
 import type { Hub } from './delivery/hub'
 import { MemoryHistoryReader, type HistoryReader } from './history/reader'

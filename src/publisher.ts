@@ -1,7 +1,7 @@
 import { Redis, type RedisOptions } from 'ioredis'
 import type { Envelope } from './bus/bus'
-import { KeyLayout } from './bus/codec'
-import { defineScripts, publishArgs } from './bus/redis-bus'
+import { KeyLayout } from './bus/redis/codec'
+import { defineScripts, publishArgs } from './bus/redis/scripts'
 import { parsePublishBody } from './bus/validate'
 
 export interface PublisherOptions {

@@ -113,6 +113,8 @@ export class RawStream {
   /** Body bytes as received, one entry per socket read after the head. */
   reads: Buffer[] = []
   closed = false
+  /** The socket error, if one ended the stream (refused or reset: a client-side failure, not an answer). */
+  error: string | null = null
   private head = Buffer.alloc(0)
   private headDone = false
   private cache: { n: number, text: string } = { n: -1, text: '' }
@@ -123,7 +125,7 @@ export class RawStream {
     this.socket.write(lines.join('\r\n'))
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk))
     this.socket.on('close', () => { this.closed = true })
-    this.socket.on('error', () => { this.closed = true })
+    this.socket.on('error', (err: NodeJS.ErrnoException) => { this.error = err.code ?? err.message; this.closed = true })
   }
 
   private onData (chunk: Buffer): void {
@@ -200,6 +202,14 @@ export class RawStream {
 
   async waitClosed (ms = 10000): Promise<void> {
     await waitFor(() => this.ended(), ms, 'stream to end')
+  }
+
+  /** One line for a failure message: what the gateway answered, or how the socket failed. */
+  describe (): string {
+    if (this.status === 0) return `no response head (${this.error !== null ? `socket error ${this.error}` : this.closed ? 'closed by the server' : 'still waiting'})`
+    const body = this.text().slice(0, 200).replace(/\n/g, '\\n')
+    const retry = this.headers['retry-after'] !== undefined ? ` retry-after ${this.headers['retry-after']}` : ''
+    return `HTTP ${this.status}${retry}: ${body}${this.error !== null ? ` (socket error ${this.error})` : ''}`
   }
 
   close (): void {

@@ -20,14 +20,16 @@ async function publishN (url: string, channel: string, from: number, to: number)
   return ids
 }
 
-for (const bus of ['redis', 'memory'] as const) {
-  const env: Record<string, string> = bus === 'memory' ? { REDIS_URL: '' } : {}
+const CLUSTER = process.env.REDIS_CLUSTER_NODES
+const kinds = CLUSTER !== undefined && CLUSTER !== '' ? ['redis', 'memory', 'cluster'] as const : ['redis', 'memory'] as const
+for (const bus of kinds) {
+  const env: Record<string, string> = bus === 'memory' ? { REDIS_URL: '' } : bus === 'cluster' ? { REDIS_URL: '', REDIS_CLUSTER_NODES: CLUSTER as string } : {}
 
   t.test(`${bus}: pages through a channel with no gap, published on one instance and read on another`, async t => {
     const prefix = uniquePrefix()
     const a = await build(t, { ...env, CHANNEL_PREFIX: prefix })
     // The memory bus is one process: both "instances" are the same one there.
-    const b = bus === 'memory' ? a : await build(t, { CHANNEL_PREFIX: prefix })
+    const b = bus === 'memory' ? a : await build(t, { ...env, CHANNEL_PREFIX: prefix })
     const ids = await publishN(a.url, 'topic:h', 0, 250)
     const got: Array<{ id: string, n: number }> = []
     let after: string | null = null

@@ -33,10 +33,14 @@ function disconnectFrame (s: RawStream): unknown {
   return f === undefined ? undefined : JSON.parse(f.data as string)
 }
 
-t.test('a revoked token is gone from both instances within 1 s and refused on reconnect', async t => {
+const CLUSTER = process.env.REDIS_CLUSTER_NODES
+const kinds = CLUSTER !== undefined && CLUSTER !== '' ? ['redis', 'cluster'] : ['redis']
+for (const kind of kinds) {
+t.test(`${kind}: a revoked token is gone from both instances within 1 s and refused on reconnect`, async t => {
   const prefix = uniquePrefix()
-  const a = await build(t, { CHANNEL_PREFIX: prefix })
-  const b = await build(t, { CHANNEL_PREFIX: prefix })
+  const env: Record<string, string> = kind === 'cluster' ? { REDIS_URL: '', REDIS_CLUSTER_NODES: CLUSTER as string, CHANNEL_PREFIX: prefix } : { CHANNEL_PREFIX: prefix }
+  const a = await build(t, env)
+  const b = await build(t, env)
   const exp = Math.floor(Date.now() / 1000) + 600
   const j1 = sign({ sub: 'u1', jti: 'j1', exp })
   const j2 = sign({ sub: 'u1', jti: 'j2', exp })
@@ -67,9 +71,10 @@ t.test('a revoked token is gone from both instances within 1 s and refused on re
   const ticket = await fetch(`${b.url}/tickets`, { method: 'POST', headers: { authorization: `Bearer ${j1}` } })
   t.equal(ticket.status, 401, 'nor does it get a ticket')
 
-  const late = await build(t, { CHANNEL_PREFIX: prefix })
+  const late = await build(t, env)
   t.equal((await status(late, j1)).status, 401, 'an instance started later learns it from the control channel')
 })
+}
 
 t.test('revoking a user ends every stream of it and refuses the tokens issued before', async t => {
   const prefix = uniquePrefix()

@@ -1,4 +1,4 @@
-import { channelProblem, eventProblem } from '../auth/channels'
+import { channelProblem, eventProblem } from '../channels'
 import type { Envelope } from './bus'
 import { errors } from '../errors'
 

@@ -1,9 +1,12 @@
 import type { Bus, BusMessage, Listener } from '../bus/bus'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { errors } from '../errors'
 import type { Metrics } from '../metrics/metrics'
 import { Connection, type CloseReason, type Frame } from './connection'
 import { decodeCursor } from './cursor'
 import { controlFrame, messageBody, retryFrame } from './sse'
+
+const BUS_POLL_MS = 20
 
 export interface HubOptions {
   batchWindowMs: number
@@ -11,6 +14,8 @@ export interface HubOptions {
   maxConnections: number
   maxConnectionsPerUser: number
   retryMs: number
+  /** How long a new stream waits for a reconnecting bus before its 503. */
+  busWaitMs: number
   log: { info: (o: object, m: string) => void, warn: (o: object, m: string) => void }
 }
 
@@ -41,11 +46,27 @@ export class Hub {
     this.heartbeatTimer.unref()
   }
 
-  /** Throws the limit error a new stream of `user` would hit; counts nothing. */
-  admit (user: string): void {
+  /**
+   * Throws the limit error a new stream of `user` would hit; counts nothing. While the bus is
+   * reconnecting (a Redis restart or a killed subscriber connection is back within ~100-300 ms)
+   * the stream waits up to `busWaitMs` for it rather than bouncing every client that arrives
+   * in that blip to a 2 s retry; past that it is a 503. The limits are checked again after the
+   * wait, since other streams may have been admitted meanwhile.
+   */
+  async admit (user: string): Promise<void> {
+    this.check(user)
+    if (this.bus.isReady()) return
+    const end = Date.now() + this.opts.busWaitMs
+    // Polling keeps this independent of each bus's connection events; it only runs while the
+    // bus is down, for at most busWaitMs.
+    while (!this.bus.isReady() && Date.now() < end) await sleep(BUS_POLL_MS)
+    if (!this.bus.isReady()) throw errors.busUnavailable()
+    this.check(user)
+  }
+
+  private check (user: string): void {
     const retry = Math.max(1, Math.ceil(this.opts.retryMs / 1000))
     if (this.draining) throw errors.draining(retry)
-    if (!this.bus.isReady()) throw errors.busUnavailable()
     if (this.connections.size >= this.opts.maxConnections) throw errors.instanceFull(retry)
     if ((this.perUser.get(user) ?? 0) >= this.opts.maxConnectionsPerUser) throw errors.userLimit(this.opts.maxConnectionsPerUser, retry)
   }

@@ -18,7 +18,7 @@ export interface StreamSpec {
  */
 export async function openStream (app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, spec: StreamSpec): Promise<void> {
   const { hub, config } = app
-  hub.admit(spec.claims.sub)
+  await hub.admit(spec.claims.sub)
   const q = request.query as Record<string, unknown>
   const header = request.headers['last-event-id']
   const lastEventId = typeof header === 'string' && header.length > 0

@@ -1,7 +1,7 @@
 import type { Cluster, Redis } from 'ioredis'
-import { decodeStored, type KeyLayout } from '../bus/codec'
+import { decodeStored, type KeyLayout } from '../bus/redis/codec'
 import { ZERO_ID, type BusMessage } from '../bus/bus'
-import { READ_LUA } from '../bus/scripts'
+import { READ_LUA } from '../bus/redis/scripts'
 import type { HistoryPage, HistoryReader } from './reader'
 
 type Entries = Array<[string, string[]]>

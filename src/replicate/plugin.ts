@@ -13,7 +13,7 @@ declare module 'fastify' {
 }
 
 async function replicatePlugin (app: FastifyInstance, opts: ReplicateOptions): Promise<void> {
-  const svc = new PredictionService({ bus: app.bus, hub: app.hub, metrics: app.metrics, config: app.config, log: app.log }, opts)
+  const svc = new PredictionService({ bus: app.bus, store: app.store, hub: app.hub, metrics: app.metrics, config: app.config, log: app.log }, opts)
   app.decorate('predictions', svc)
   // preClose, not onClose: pollers must hand their locks back while the bus is still up.
   app.addHook('preClose', async () => { await svc.close() })

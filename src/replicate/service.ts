@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Bus, Envelope, Listener, Store } from '../bus/bus'
 import { compareIds } from '../bus/bus'
-import { userChannel } from '../auth/channels'
+import { userChannel } from '../channels'
 import type { Config } from '../config'
 import type { Hub } from '../delivery/hub'
 import type { Metrics } from '../metrics/metrics'
@@ -37,6 +37,7 @@ export type ApplyOutcome = 'ok' | 'duplicate' | 'stale'
 
 export interface ServiceDeps {
   bus: Bus
+  store: Store
   hub: Hub
   metrics: Metrics
   config: Config
@@ -78,7 +79,7 @@ export class PredictionService {
     this.streamGraceMs = opts.streamGraceMs ?? 10_000
     this.fetch = opts.fetch
     this.releaseOnClose = opts.releaseOnClose ?? true
-    this.store = deps.bus.store
+    this.store = deps.store
   }
 
   get configured (): boolean {

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { allows, channelProblem, userChannel } from '../auth/channels'
+import { allows, channelProblem, userChannel } from '../channels'
 import type { Claims } from '../auth/plugin'
 import { isId } from '../bus/bus'
 import { errors } from '../errors'

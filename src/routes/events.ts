@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import { streamChannels } from '../auth/channels'
+import { streamChannels } from '../channels'
 import { asList, openStream, parseEvents } from '../delivery/stream'
 
 export default async function eventsRoutes (app: FastifyInstance): Promise<void> {

@@ -116,7 +116,7 @@ export default async function predictionRoutes (app: FastifyInstance): Promise<v
     if (typeof given !== 'string' || given === '') {
       // Resume from the bus head as it was BEFORE the record is read: whatever is published
       // in between is replayed after the prelude, so a joiner never misses a change.
-      const { head } = await app.bus.read(channel, '')
+      const head = await app.bus.head(channel)
       request.headers['last-event-id'] = `${channelSetHash([channel])}:${head}`
     }
     const rec = await svc.record(id)

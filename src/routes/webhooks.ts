@@ -44,7 +44,7 @@ export default async function webhookRoutes (app: FastifyInstance): Promise<void
     // Only after the signature: an attacker must not be able to burn ids. Hashed, so the
     // key's size does not depend on what the sender put in the header.
     const replayKey = `webhook:${createHash('sha256').update(id as string).digest('base64url')}`
-    if (!(await app.bus.store.set(replayKey, '1', REPLAY_TTL_MS, true))) {
+    if (!(await app.store.set(replayKey, '1', REPLAY_TTL_MS, true))) {
       count('replayed')
       throw invalid('replayed')
     }
@@ -64,7 +64,7 @@ export default async function webhookRoutes (app: FastifyInstance): Promise<void
       count(outcome)
     } catch (err) {
       // Replicate retries a failed delivery with the same id: let that retry through.
-      await app.bus.store.del(replayKey).catch(() => {})
+      await app.store.del(replayKey).catch(() => {})
       count('error')
       throw err
     }

@@ -87,7 +87,7 @@ export class Connection {
   }
 
   /** Sets where each channel starts (after sync), before live frames are released. */
-  setPositions (positions: string[]): void {
+  setPositions (positions: readonly string[]): void {
     for (let i = 0; i < positions.length; i++) {
       this.pos[i] = positions[i]
       this.queued[i] = positions[i]

@@ -28,6 +28,18 @@ function listener () {
   return { got, resets, l: { onMessage: (m: BusMessage) => got.push(m.id), onReset: (_c: string, head: string) => resets.push(head) } }
 }
 
+/** A channel subscribed and brought live at `head`, with its listener. */
+async function subscribed (head: string) {
+  const s = scripted()
+  const a = listener()
+  const { st } = s.sync.add('c', a.l)
+  const first = s.sync.fill('c', st)
+  await waitFor(() => s.heads.length === 1, 1000, 'the head read')
+  s.heads[0].answer(head)
+  await first
+  return { ...s, a, st }
+}
+
 t.test('first subscribe: the head is read once confirmed; live messages above it are delivered after, once', async t => {
   const { sync, heads, reads } = scripted()
   const a = listener()
@@ -53,12 +65,7 @@ t.test('first subscribe: the head is read once confirmed; live messages above it
 })
 
 t.test('after a lapse: history after the last delivered id, then the buffer, overlap deduplicated', async t => {
-  const { sync, heads, reads } = scripted()
-  const a = listener()
-  const { st } = sync.add('c', a.l)
-  const first = sync.fill('c', st)
-  heads[0].answer('5-0')
-  await first
+  const { sync, reads, a, st } = await subscribed('5-0')
   sync.suspend(st)
   sync.live(st, msg('7-0')) // arrived on the new subscription before the refill
   sync.live(st, msg('8-0'))
@@ -71,12 +78,7 @@ t.test('after a lapse: history after the last delivered id, then the buffer, ove
 })
 
 t.test('a gap larger than the history: onReset with the head, then live from there', async t => {
-  const { sync, heads, reads } = scripted()
-  const a = listener()
-  const { st } = sync.add('c', a.l)
-  const first = sync.fill('c', st)
-  heads[0].answer('1-0')
-  await first
+  const { sync, reads, a, st } = await subscribed('1-0')
   sync.suspend(st)
   const refill = sync.fill('c', st)
   await waitFor(() => reads.length === 1, 1000, 'the refill')
@@ -90,12 +92,7 @@ t.test('a gap larger than the history: onReset with the head, then live from the
 })
 
 t.test('a fill overtaken by a second lapse gives way; only the newest one delivers', async t => {
-  const { sync, heads, reads } = scripted()
-  const a = listener()
-  const { st } = sync.add('c', a.l)
-  const first = sync.fill('c', st)
-  heads[0].answer('1-0')
-  await first
+  const { sync, reads, a, st } = await subscribed('1-0')
   sync.suspend(st)
   const stale = sync.fill('c', st)
   await waitFor(() => reads.length === 1, 1000, 'the first refill')

@@ -5,7 +5,7 @@ import { ok, refused, type Outcome } from './outcome'
 // eslint-disable-next-line no-control-regex -- rejecting control characters is the point
 const CHANNEL_RE = /^[^\s\x00-\x1f\x7f*?[\]{}]{1,200}$/
 const EVENT_RE = /^[A-Za-z0-9_.:-]{1,64}$/
-export const RESERVED_EVENTS = new Set(['reset', 'auth-expired'])
+export const RESERVED_EVENTS = new Set(['reset', 'auth-expired', 'disconnect'])
 
 export function channelProblem (name: unknown): string | null {
   if (typeof name !== 'string') return 'must be a string'

@@ -50,6 +50,13 @@ const schema = {
     LOG_LEVEL: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
     CORS_ORIGINS: { type: 'string' },
     DEMO: { type: 'boolean' },
+    PRESENCE_MAX_MEMBERS: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+    PRESENCE_TTL_S: { type: 'integer', minimum: 1, maximum: 3600, default: 15 },
+    PRESENCE_EVENTS: { type: 'string' },
+    AUTH_HOOK_URL: { type: 'string', pattern: '^https?://' },
+    AUTH_HOOK_CACHE_S: { type: 'integer', minimum: 0, maximum: 3600, default: 10 },
+    // "true"/"false", or a key of at least 32 characters that also opens /admin.
+    ADMIN: { type: 'string', pattern: '^(true|false|[^\\s]{32,})$' },
     TLS_CERT_FILE: { type: 'string', minLength: 1 },
     TLS_KEY_FILE: { type: 'string', minLength: 1 },
     HTTP2_CLEARTEXT: { type: 'boolean', default: false },
@@ -80,6 +87,9 @@ export interface Config {
   logLevel: string
   corsOrigins?: string[]
   demo: boolean
+  presence: { maxMembers: number, ttlS: number, events?: string[] }
+  authHook?: { url: string, cacheS: number }
+  admin: { enabled: boolean, key?: string }
   /** HTTPS with HTTP/2 (HTTP/1.1 still accepted) when set. */
   tls?: { cert: Buffer, key: Buffer }
   /** HTTP/2 without TLS (h2c, prior knowledge) for load balancers that speak it to backends. */
@@ -183,6 +193,12 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     logLevel: raw.LOG_LEVEL,
     corsOrigins: list(raw.CORS_ORIGINS),
     demo: raw.DEMO ?? (!production && ephemeral),
+    presence: { maxMembers: raw.PRESENCE_MAX_MEMBERS, ttlS: raw.PRESENCE_TTL_S, events: list(raw.PRESENCE_EVENTS) },
+    authHook: raw.AUTH_HOOK_URL !== undefined ? { url: raw.AUTH_HOOK_URL, cacheS: raw.AUTH_HOOK_CACHE_S } : undefined,
+    admin: {
+      enabled: raw.ADMIN !== undefined && raw.ADMIN !== 'false',
+      key: raw.ADMIN !== undefined && raw.ADMIN !== 'true' && raw.ADMIN !== 'false' ? raw.ADMIN : undefined
+    },
     tls,
     http2Cleartext: raw.HTTP2_CLEARTEXT,
     otel: otelConfig(raw)

@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http'
 import { constants, Http2ServerResponse, type ServerHttp2Stream } from 'node:http2'
 import { compareIds } from '../bus/bus'
 import type { Metrics } from '../metrics/metrics'
-import { HEARTBEAT } from './sse'
+import { controlFrame, HEARTBEAT } from './sse'
 
 /** One message, framed once, shared by every connection that receives it. */
 export interface Frame {
@@ -14,12 +14,14 @@ export interface Frame {
   body: string
 }
 
-export type CloseReason = 'client' | 'slow_consumer' | 'auth_expired' | 'drain' | 'error' | 'shutdown'
+export type CloseReason = 'client' | 'slow_consumer' | 'auth_expired' | 'drain' | 'error' | 'shutdown' | 'revoked'
 
 export interface ConnectionOptions {
   /** HTTP/1.1 or HTTP/2 (compat API) response; the write path differs, nothing else. */
   res: ServerResponse | Http2ServerResponse
   user: string
+  /** The token's `jti`, so a revocation of that token finds its streams. */
+  jti?: string
   channels: string[]
   hash: string
   events: Set<string> | null
@@ -38,6 +40,7 @@ export interface ConnectionOptions {
  */
 export class Connection {
   readonly user: string
+  readonly jti: string | undefined
   readonly channels: string[]
   readonly hash: string
   readonly openedAt = Date.now()
@@ -70,6 +73,7 @@ export class Connection {
     this.res = o.res as ServerResponse
     this.h2 = o.res instanceof Http2ServerResponse ? o.res.stream : null
     this.user = o.user
+    this.jti = o.jti
     this.channels = o.channels
     this.hash = o.hash
     this.events = o.events
@@ -248,6 +252,17 @@ export class Connection {
     if (this.state === 'live') this.flush(Date.now())
     this.res.end(frame)
     this.close(reason)
+  }
+
+  /** Ends the stream with `event: disconnect` (a revoked token or user). */
+  disconnect (reason: string): void {
+    if (this.state === 'closed') return
+    if (!this.res.headersSent) {
+      this.res.destroy()
+      this.close('revoked')
+      return
+    }
+    this.end(controlFrame('disconnect', { reason }), 'revoked')
   }
 
   close (reason: CloseReason): void {

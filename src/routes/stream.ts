@@ -59,6 +59,7 @@ export async function openStream (app: FastifyInstance, request: FastifyRequest,
   const conn = new Connection({
     res,
     user: spec.claims.sub,
+    jti: spec.claims.jti,
     channels: spec.channels,
     hash: channelSetHash(spec.channels),
     events: spec.events,

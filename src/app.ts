@@ -17,6 +17,9 @@ import ticketRoutes from './routes/tickets'
 import healthRoutes from './routes/health'
 import replicatePlugin, { type ReplicateOptions } from './replicate/plugin'
 import demoRoutes from './routes/demo'
+import { createFeatures, type Features } from './features'
+import channelRoutes from './routes/channels'
+import disconnectRoutes from './routes/disconnect'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -25,6 +28,7 @@ declare module 'fastify' {
     store: Store
     hub: Hub
     metrics: Metrics
+    features: Features
   }
 }
 
@@ -81,6 +85,8 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   const app = Fastify({
     ...(opts.logger === false ? { logger: false } : opts.logger !== undefined ? { loggerInstance: opts.logger } : { logger: loggerOptions(config.logLevel) }),
     requestIdHeader: 'x-request-id',
+    // Channel names (up to 200 characters, percent-encoded) are path parameters of /channels/:channel/*.
+    maxParamLength: 2048,
     bodyLimit: config.maxBodyBytes,
     // Streams live for hours; only the socket's own idleness ends them.
     requestTimeout: 0,
@@ -144,13 +150,18 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
       maxAge: 600
     })
   }
-  await app.register(authPlugin, { config, store })
+  const features = await createFeatures({ config, bus, store, hub, log: app.log })
+  app.decorate('features', features)
+  // The revocation check: two Map lookups on every authenticated request, no round trip.
+  await app.register(authPlugin, { config, store, refuse: (claims) => features.revocations.check(claims) })
   await app.register(healthRoutes)
   await app.register(eventsRoutes)
   await app.register(publishRoutes)
   await app.register(ticketRoutes)
   await app.register(replicatePlugin, opts.replicate ?? {})
   await app.register(demoRoutes)
+  await app.register(channelRoutes)
+  await app.register(disconnectRoutes)
 
   // Streams are hijacked responses: the HTTP server's close would wait for them forever, so
   // they end before it (preClose), and the bus closes after it (onClose).
@@ -158,6 +169,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     hub.close()
   })
   app.addHook('onClose', async () => {
+    await features.close()
     if (opts.bus === undefined) await bus.close()
   })
   return app

@@ -5,6 +5,10 @@ import type { FastifyInstance } from 'fastify'
 import { buildApp, type BuildOptions } from '../src/app'
 import { loadConfig, type Config } from '../src/config'
 
+import { waitFor } from './wait'
+
+export { waitFor }
+
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 export const SECRET = 'test-secret-which-is-long-enough'
 
@@ -67,14 +71,17 @@ export async function freePort (): Promise<number> {
   return port
 }
 
-/** Polls until `cond` holds; fails after `ms`. Never a fixed sleep. */
-export async function waitFor (cond: () => boolean | Promise<boolean>, ms = 10000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms
-  for (;;) {
-    if (await cond()) return
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
+
+/**
+ * Publishes a marker on `channel` (as `event`) and waits until `s` has it. A stream receives
+ * messages in publish order, so once the marker is there everything published before it has
+ * arrived or never will: an absence is asserted after this, not after a sleep.
+ */
+export async function sendMarker (url: string, s: RawStream, channel: string, event = 'marker'): Promise<void> {
+  const data = `marker-${randomBytes(4).toString('hex')}`
+  const r = await publish(url, { channel, event, data })
+  if (r.status !== 202) throw new Error(`marker publish answered ${r.status}`)
+  await waitFor(() => s.messages().some(m => m.data === data), 10_000, `the marker on ${channel}`)
 }
 
 export interface SseFrame { id?: string, event?: string, data?: string, retry?: number, comment?: string }

@@ -382,11 +382,8 @@ export class PredictionService {
   }
 
   private endLocal (id: string): void {
-    const channel = keys.channel(id)
-    for (const c of [...this.deps.hub.connections]) {
-      // Only the dedicated prediction streams: a /events stream on the same channel goes on.
-      if (c.state === 'live' && c.channels.length === 1 && c.channels[0] === channel) c.end('', 'client')
-    }
+    // Only the dedicated prediction streams: a /events stream on the same channel goes on.
+    this.deps.hub.endStreams(keys.channel(id))
   }
 
   async close (): Promise<void> {

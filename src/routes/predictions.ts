@@ -1,9 +1,9 @@
 import { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Claims } from '../auth/plugin'
-import { channelSetHash } from '../delivery/cursor'
+import type { StreamStart } from '../delivery/hub'
 import { controlFrame } from '../delivery/sse'
-import { openStream, parseEvents } from '../delivery/stream'
+import { lastEventId, openStream, parseEvents } from './stream'
 import { GatewayError, errors } from '../errors'
 import { isPredictionId, keys, publicView, statusPayload, type PredictionRecord } from '../replicate/state'
 import { WEBHOOK_EVENTS, isTerminal, type CreatePredictionRequest, type WebhookEvent } from '../replicate/types'
@@ -112,13 +112,10 @@ export default async function predictionRoutes (app: FastifyInstance): Promise<v
     const { claims, id } = await owned(request, { ticket: true, query: true })
     const channel = keys.channel(id)
     const q = request.query as Record<string, unknown>
-    const given = request.headers['last-event-id'] ?? q.lastEventId
-    if (typeof given !== 'string' || given === '') {
-      // Resume from the bus head as it was BEFORE the record is read: whatever is published
-      // in between is replayed after the prelude, so a joiner never misses a change.
-      const head = await app.bus.head(channel)
-      request.headers['last-event-id'] = `${channelSetHash([channel])}:${head}`
-    }
+    const given = lastEventId(request)
+    // Without a cursor, resume from the bus head as it was BEFORE the record is read: whatever
+    // is published in between is replayed after the prelude, so a joiner never misses a change.
+    const start: StreamStart = given !== null ? { from: 'cursor', cursor: given } : { from: 'ids', ids: [await app.bus.head(channel)] }
     const rec = await svc.record(id)
     const prelude = rec === null ? '' : controlFrame('status', statusPayload(rec))
     if (rec !== null && isTerminal(rec.status)) {
@@ -127,7 +124,7 @@ export default async function predictionRoutes (app: FastifyInstance): Promise<v
       reply.header('cache-control', 'no-cache').type('text/event-stream; charset=utf-8')
       return await reply.send(Readable.from([prelude + controlFrame('done', { id, status: rec.status })]))
     }
-    await openStream(app, request, reply, { claims, channels: [channel], events: parseEvents(q.events), prelude })
+    await openStream(app, request, reply, { claims, channels: [channel], events: parseEvents(q.events), start, prelude })
     svc.watch(id)
     try {
       // `done` published while this stream attached came with the replay: end it here too.

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { ExpirySweep } from '../../src/delivery/expiry'
-import { waitFor } from '../helper'
+import { waitFor } from '../wait'
 
 interface Item { name: string, expiresAt: number }
 

@@ -20,6 +20,9 @@ import ticketRoutes from './routes/tickets'
 import healthRoutes from './routes/health'
 import replicatePlugin, { type ReplicateOptions } from './replicate/plugin'
 import demoRoutes from './routes/demo'
+import { createFeatures, type Features } from './features'
+import channelRoutes from './routes/channels'
+import disconnectRoutes from './routes/disconnect'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -30,6 +33,7 @@ declare module 'fastify' {
     metrics: Metrics
     /** What a message may be, checked where it enters (routes, every bus, delivery). */
     limits: MessageLimits
+    features: Features
   }
 }
 
@@ -111,11 +115,26 @@ export async function createBackend (config: Config, metrics: Metrics, log?: { w
   return { bus, store: storeBeside(bus) }
 }
 
+/**
+ * HTTP/2 over TLS (ALPN; HTTP/1.1 clients still served) when a certificate is configured, h2c
+ * with HTTP2_CLEARTEXT, else HTTP/1.1. Routes, framing and limits are the same on all three;
+ * only the write path differs (src/delivery/connection.ts).
+ */
+function serverOptions (config: Config): Record<string, unknown> {
+  // An HTTP/2 session with no frame for this long is closed; heartbeats keep stream sessions busy.
+  const http2SessionTimeout = Math.max(72000, config.heartbeatMs * 3)
+  if (config.tls !== undefined) return { http2: true, https: { cert: config.tls.cert, key: config.tls.key, allowHTTP1: true }, http2SessionTimeout }
+  if (config.http2Cleartext) return { http2: true, http2SessionTimeout }
+  return {}
+}
+
 export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   const { config } = opts
   const app = Fastify({
     ...(opts.logger === false ? { logger: false } : opts.logger !== undefined ? { loggerInstance: opts.logger } : { logger: loggerOptions(config.logLevel) }),
     requestIdHeader: 'x-request-id',
+    // Channel names (up to 200 characters, percent-encoded) are path parameters of /channels/:channel/*.
+    maxParamLength: 2048,
     bodyLimit: config.maxBodyBytes,
     // Streams live for hours; only the socket's own idleness ends them.
     requestTimeout: 0,
@@ -127,8 +146,9 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     // Errors raised before routing (a malformed URL) skip setErrorHandler: same shape here.
     frameworkErrors: (err: Error & { code?: string }, _request: unknown, reply: FastifyReply) => {
       void reply.code(400).send({ error: 'bad_request', message: err.code === 'FST_ERR_BAD_URL' ? 'the URL is malformed' : err.message })
-    }
-  })
+    },
+    ...serverOptions(config)
+  }) as unknown as FastifyInstance
   const metrics = opts.metrics ?? createMetrics()
   const bus = opts.bus ?? await createBus(config, metrics, app.log)
   const limits = limitsOf(config)
@@ -199,13 +219,18 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
       maxAge: 600
     })
   }
-  await app.register(authPlugin, { config, store })
+  const features = await createFeatures({ config, bus, store, hub, log: app.log })
+  app.decorate('features', features)
+  // The revocation check: two Map lookups on every authenticated request, no round trip.
+  await app.register(authPlugin, { config, store, refuse: (claims) => features.revocations.check(claims) })
   await app.register(healthRoutes)
   await app.register(eventsRoutes)
   await app.register(publishRoutes)
   await app.register(ticketRoutes)
   await app.register(replicatePlugin, opts.replicate ?? {})
   await app.register(demoRoutes)
+  await app.register(channelRoutes)
+  await app.register(disconnectRoutes)
 
   // Streams are hijacked responses: the HTTP server's close would wait for them forever, so
   // they end before it (preClose), and the bus closes after it (onClose).
@@ -214,6 +239,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     hub.close()
   })
   app.addHook('onClose', async () => {
+    await features.close()
     if (opts.bus === undefined) await bus.close()
   })
   return app

@@ -5,7 +5,7 @@ import { ok, refused, type Outcome } from './outcome'
 // characters (Redis PSUBSCRIBE) or braces (Redis Cluster hash tags); bounded so a key stays small.
 const CHANNEL_RE = /^[^\s\p{Cc}\p{Cs}*?[\]{}]{1,200}$/u
 const EVENT_RE = /^[A-Za-z0-9_.:-]{1,64}$/
-export const RESERVED_EVENTS = new Set(['reset', 'auth-expired'])
+export const RESERVED_EVENTS = new Set(['reset', 'auth-expired', 'disconnect'])
 
 export function channelProblem (name: unknown): string | null {
   if (typeof name !== 'string') return 'must be a string'

@@ -14,6 +14,9 @@ export interface Claims {
   role?: string
   /** Seconds since epoch. */
   exp?: number
+  /** Token id and issue time (seconds): what POST /disconnect revokes by. */
+  jti?: string
+  iat?: number
 }
 
 export const TICKET_TTL_MS = 30_000
@@ -74,7 +77,14 @@ function toClaims (payload: any): Claims {
   if (!Array.isArray(channels) || !channels.every((c: unknown) => typeof c === 'string')) {
     throw errors.unauthorized('token "channels" claim must be a list of strings')
   }
-  return { sub: payload.sub, channels, role: typeof payload.role === 'string' ? payload.role : undefined, exp: typeof payload.exp === 'number' ? payload.exp : undefined }
+  return {
+    sub: payload.sub,
+    channels,
+    role: typeof payload.role === 'string' ? payload.role : undefined,
+    exp: typeof payload.exp === 'number' ? payload.exp : undefined,
+    jti: typeof payload.jti === 'string' && payload.jti.length > 0 && payload.jti.length <= 256 ? payload.jti : undefined,
+    iat: typeof payload.iat === 'number' ? payload.iat : undefined
+  }
 }
 
 function jwtProblem (err: any): string {
@@ -90,7 +100,14 @@ function jwtProblem (err: any): string {
   }
 }
 
-async function authPlugin (app: FastifyInstance, opts: { config: Config, store: Store }): Promise<void> {
+export interface AuthPluginOptions {
+  config: Config
+  store: Store
+  /** Why a verified token may not be used (revoked), or null; synchronous unless it must ask a store. */
+  refuse?: (claims: Claims) => string | null | Promise<string | null>
+}
+
+async function authPlugin (app: FastifyInstance, opts: AuthPluginOptions): Promise<void> {
   const { jwt } = opts.config
   await app.register(fastifyCookie)
   await app.register(fastifyJwt, {
@@ -100,18 +117,34 @@ async function authPlugin (app: FastifyInstance, opts: { config: Config, store: 
       ...(jwt.issuer !== undefined ? { allowedIss: jwt.issuer } : {}),
       ...(jwt.audience !== undefined ? { allowedAud: jwt.audience } : {}),
       // allowedIss/allowedAud only check a claim that is present: a token without it would pass.
-      requiredClaims: [...(jwt.issuer !== undefined ? ['iss'] : []), ...(jwt.audience !== undefined ? ['aud'] : [])]
+      requiredClaims: [...(jwt.issuer !== undefined ? ['iss'] : []), ...(jwt.audience !== undefined ? ['aud'] : [])],
+      // A reconnecting client presents the token it had: a cache hit costs one hash instead of
+      // decoding, the signature and the claim checks (bench/README.md, connect). fast-jwt keys
+      // the cache by a hash of the token and expires entries with the token.
+      cache: Math.min(opts.config.maxConnections, 20000)
     }
   })
 
-  const verify = (token: string): Claims => {
+  const refuse = opts.refuse
+  const allowed = (claims: Claims): Claims | Promise<Claims> => {
+    if (refuse === undefined) return claims
+    const why = refuse(claims)
+    if (why === null) return claims
+    if (typeof why === 'string') throw errors.unauthorized(why)
+    return why.then(w => {
+      if (w !== null) throw errors.unauthorized(w)
+      return claims
+    })
+  }
+
+  const verify = (token: string): Claims | Promise<Claims> => {
     let payload: unknown
     try {
       payload = app.jwt.verify(token)
     } catch (err) {
       throw errors.unauthorized(jwtProblem(err))
     }
-    return toClaims(payload)
+    return allowed(toClaims(payload))
   }
 
   app.decorate('auth', {
@@ -129,7 +162,7 @@ async function authPlugin (app: FastifyInstance, opts: { config: Config, store: 
         if (raw === null) throw errors.unauthorized('ticket is unknown, expired or already used')
         const claims = JSON.parse(raw) as Claims
         if (claims.exp !== undefined && claims.exp * 1000 <= Date.now()) throw errors.unauthorized('token expired')
-        return claims
+        return await allowed(claims)
       }
       if (o.query === true && typeof q?.access_token === 'string') return verify(q.access_token)
       const cookieAllowed = o.cookie ?? (request.method === 'GET' || request.method === 'HEAD')

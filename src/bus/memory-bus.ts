@@ -132,6 +132,11 @@ export class MemoryBus implements Bus {
     return this.history(channel)?.lastId ?? ZERO_ID
   }
 
+  /** The id just below the oldest retained message (history pages start there). */
+  floor (channel: string): string {
+    return this.history(channel)?.maxDeleted ?? ZERO_ID
+  }
+
   isReady (): boolean {
     return !this.closed
   }

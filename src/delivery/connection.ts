@@ -1,7 +1,8 @@
 import type { ServerResponse } from 'node:http'
+import { constants, Http2ServerResponse, type ServerHttp2Stream } from 'node:http2'
 import { compareIds } from '../bus/bus'
 import type { Metrics } from '../metrics/metrics'
-import { HEARTBEAT } from './sse'
+import { controlFrame, HEARTBEAT } from './sse'
 
 /** One message, framed once, shared by every connection that receives it. */
 export interface Frame {
@@ -13,39 +14,50 @@ export interface Frame {
   body: string
 }
 
-export type CloseReason = 'client' | 'slow_consumer' | 'auth_expired' | 'drain' | 'error' | 'shutdown'
+export type CloseReason = 'client' | 'slow_consumer' | 'auth_expired' | 'drain' | 'error' | 'shutdown' | 'revoked'
 
 export interface ConnectionOptions {
-  res: ServerResponse
+  /** HTTP/1.1 or HTTP/2 (compat API) response; the write path differs, nothing else. */
+  res: ServerResponse | Http2ServerResponse
   user: string
+  /** The token's `jti`, so a revocation of that token finds its streams. */
+  jti?: string
   channels: string[]
   hash: string
   events: Set<string> | null
   maxBufferedBytes: number
+  /** Window 0: no conflation; the hub still writes once per event-loop turn. */
   immediate: boolean
   metrics: Metrics
   onClose: (conn: Connection, reason: CloseReason) => void
-  /** The request's logger, so the close line carries the request id. */
-  log?: { info: (o: object, m: string) => void }
+  /** The request id, so the close line can name the request (not its logger: memory). */
+  reqId?: string
 }
 
 /**
  * A live SSE stream. Frames reach it through push(); it filters, de-duplicates by id per
- * channel, conflates by key, and writes either at once (window 0) or when the shared batcher
- * flushes it. Per recipient it stores only a frame reference and a channel index.
+ * channel, conflates by key (unless window 0), and writes what is pending when the hub flushes
+ * it: on the shared tick, or at the end of the event-loop turn with window 0, so everything due
+ * for it in one turn leaves in one write. Per recipient it stores only a frame reference and a
+ * channel index.
  */
 export class Connection {
   readonly user: string
+  readonly jti: string | undefined
   readonly channels: string[]
   readonly hash: string
   readonly openedAt = Date.now()
-  readonly log: ConnectionOptions['log']
+  readonly reqId: string | undefined
+  /** Epoch ms when the token ends the stream (the hub's expiry sweep), 0 for never. */
+  expiresAt = 0
   /** Last id written, per channel: the cursor. */
   readonly pos: string[]
   /** Last id accepted (written or pending), per channel: duplicate filter. */
   private readonly queued: string[]
   private readonly events: Set<string> | null
   private readonly res: ServerResponse
+  /** The HTTP/2 stream (flow-controlled per stream), or null on HTTP/1.1 where the socket is ours. */
+  private readonly h2: ServerHttp2Stream | null
   private readonly max: number
   private readonly immediate: boolean
   private readonly m: Metrics
@@ -59,11 +71,14 @@ export class Connection {
   /** Bytes held while syncing (live frames waiting for the replay). */
   private bytes = 0
   private keys: Map<string, number> | null = null
-  private expiry: NodeJS.Timeout | null = null
 
   constructor (o: ConnectionOptions) {
-    this.res = o.res
+    // Both response kinds share the calls used here (write, end, destroy, writableLength,
+    // drain/close events); only writeFrames tells them apart.
+    this.res = o.res as ServerResponse
+    this.h2 = o.res instanceof Http2ServerResponse ? o.res.stream : null
     this.user = o.user
+    this.jti = o.jti
     this.channels = o.channels
     this.hash = o.hash
     this.events = o.events
@@ -71,7 +86,7 @@ export class Connection {
     this.immediate = o.immediate
     this.m = o.metrics
     this.onClose = o.onClose
-    this.log = o.log
+    this.reqId = o.reqId
     this.cursorPrefix = `${o.hash}:`
     this.pos = o.channels.map(() => '0-0')
     this.queued = this.pos.slice()
@@ -113,14 +128,9 @@ export class Connection {
     }
     if (compareIds(f.id, this.queued[i]) <= 0) return
     this.queued[i] = f.id
-    if (this.immediate) {
-      this.pos[i] = f.id
-      this.writeFrames(f.body + 'id: ' + this.cursor() + '\n\n', 1, f.ts)
-      return
-    }
-    if (f.key !== undefined) this.conflate(i, f)
+    if (f.key !== undefined && !this.immediate) this.conflate(i, f)
     // The batch being built does not count against the budget (a burst is not a slow reader):
-    // it holds references to frames shared by every recipient, for one window at most.
+    // it holds references to frames shared by every recipient, until the next flush.
     this.frames.push(f)
     this.idx.push(i)
   }
@@ -165,23 +175,30 @@ export class Connection {
     this.frames.length = 0
     this.idx.length = 0
     if (this.keys !== null) this.keys.clear()
-    if (n > 0) this.writeFrames(out, n, -1)
+    if (n > 0) this.writeFrames(out, n)
   }
 
   hasPending (): boolean {
     return this.frames.length > 0
   }
 
-  private writeFrames (out: string, n: number, ts: number): void {
+  private writeFrames (out: string, n: number): void {
     const res = this.res as ServerResponse & { chunkedEncoding?: boolean }
-    // The slow-consumer budget: bytes of EARLIER writes the socket has still not taken. What is
-    // being written now does not count, so a client that keeps up is never cut by one burst;
-    // the backlog stays below the budget plus one batch.
+    // The slow-consumer budget: bytes of EARLIER writes the socket (or the HTTP/2 stream) has
+    // still not taken. What is being written now does not count, so a client that keeps up is
+    // never cut by one burst; the backlog stays below the budget plus one batch.
     if (res.writableLength > this.max) {
       this.close('slow_consumer')
       return
     }
-    if (ts >= 0) this.m.latency.observe((Date.now() - ts) / 1000)
+    if (this.h2 !== null) {
+      // HTTP/2: many streams share one socket, so there is no direct write; the stream's own
+      // write respects its flow-control window, and what the peer has not let us send stays
+      // in the stream's buffer (writableLength), counted against the budget below.
+      this.h2.write(out)
+      this.wrote(n)
+      return
+    }
     const socket = res.socket
     // writableLength is the response's own queue plus the socket's: equal means nothing queued in
     // the response, so a direct socket write keeps the byte order.
@@ -193,6 +210,10 @@ export class Connection {
     } else {
       res.write(out)
     }
+    this.wrote(n)
+  }
+
+  private wrote (n: number): void {
     this.m.socketWrites.inc()
     this.m.delivered.inc(n)
     this.m.batchSize.observe(n)
@@ -221,14 +242,6 @@ export class Connection {
     if (this.state === 'live' && this.frames.length === 0) this.res.write(HEARTBEAT)
   }
 
-  expireAt (epochMs: number, frame: string): void {
-    const delay = epochMs - Date.now()
-    // Node timers overflow past 2^31-1 ms (~24.8 days); such tokens simply never expire here.
-    if (delay > 2 ** 31 - 1) return
-    this.expiry = setTimeout(() => this.end(frame, 'auth_expired'), Math.max(0, delay))
-    this.expiry.unref()
-  }
-
   /** Writes a last frame and ends the stream gracefully. */
   end (frame: string, reason: CloseReason): void {
     if (this.state === 'closed') return
@@ -237,14 +250,29 @@ export class Connection {
     this.close(reason)
   }
 
+  /** Ends the stream with `event: disconnect` (a revoked token or user). */
+  disconnect (reason: string): void {
+    if (this.state === 'closed') return
+    if (!this.res.headersSent) {
+      this.res.destroy()
+      this.close('revoked')
+      return
+    }
+    this.end(controlFrame('disconnect', { reason }), 'revoked')
+  }
+
   close (reason: CloseReason): void {
     if (this.state === 'closed') return
     this.state = 'closed'
     this.frames = []
     this.idx = []
-    if (this.expiry !== null) clearTimeout(this.expiry)
     // A slow consumer is cut off at once: ending gracefully would queue behind its backlog.
-    if (reason === 'slow_consumer' || reason === 'error') this.res.destroy()
+    // On HTTP/2 that is an RST_STREAM saying CANCEL (destroy alone would reset with NO_ERROR,
+    // which a client may take for a complete response); the session's other streams go on.
+    if (reason === 'slow_consumer' || reason === 'error') {
+      if (this.h2 !== null) this.h2.close(constants.NGHTTP2_CANCEL)
+      else this.res.destroy()
+    }
     else if (!this.res.writableEnded) this.res.end()
     this.onClose(this, reason)
   }

@@ -134,7 +134,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     ...(opts.logger === false ? { logger: false } : opts.logger !== undefined ? { loggerInstance: opts.logger } : { logger: loggerOptions(config.logLevel) }),
     requestIdHeader: 'x-request-id',
     // Channel names (up to 200 characters, percent-encoded) are path parameters of /channels/:channel/*.
-    maxParamLength: 2048,
+    routerOptions: { maxParamLength: 2048 },
     bodyLimit: config.maxBodyBytes,
     // Streams live for hours; only the socket's own idleness ends them.
     requestTimeout: 0,

@@ -40,6 +40,15 @@ export function deeperThan (data: unknown, max: number): boolean {
   return false
 }
 
+function brackets (text: string): number {
+  let n = 0
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 0x5b || c === 0x7b) n++ // [ {
+  }
+  return n
+}
+
 export type Framed = { body: string, problem: null } | { body: null, problem: string, tooLarge: boolean }
 
 /**
@@ -50,14 +59,18 @@ export type Framed = { body: string, problem: null } | { body: null, problem: st
 export function frame (event: string, data: unknown, limits: MessageLimits): Framed {
   // A line break in the event name would let a message write frames of its own.
   if (typeof event !== 'string' || event.length === 0 || NEEDS_SPLIT.test(event)) return { body: null, problem: 'has an event name that cannot be framed', tooLarge: false }
-  if (deeperThan(data, limits.maxDepth)) return { body: null, problem: `nests deeper than ${limits.maxDepth} levels`, tooLarge: false }
+  const deep: Framed = { body: null, problem: `nests deeper than ${limits.maxDepth} levels`, tooLarge: false }
   let text: string | undefined
   try {
     text = typeof data === 'string' ? data : JSON.stringify(data)
   } catch {
-    text = undefined // a cycle, a BigInt, a throwing toJSON
+    // A stack overflow on a deep value, a cycle, a BigInt, a throwing toJSON.
+    if (deeperThan(data, limits.maxDepth)) return deep
+    text = undefined
   }
   if (text === undefined) return { body: null, problem: 'is not a JSON value', tooLarge: false }
+  // The exact walk only when the text holds enough brackets to be that deep (most never do).
+  if (typeof data !== 'string' && brackets(text) > limits.maxDepth && deeperThan(data, limits.maxDepth)) return deep
   const body = bodyOf(event, text)
   // Length in UTF-16 units is a lower bound of the UTF-8 size: count bytes only when it may matter.
   if (body.length * 3 > limits.maxFrameBytes) {

@@ -27,15 +27,15 @@ export function dataProblem (where: string, event: string, data: unknown, limits
 
 /**
  * What every bus checks before it writes anything: a message that passes can be framed and
- * delivered, so a call either publishes whole or is refused whole.
+ * delivered, so a call either publishes whole or is refused whole. Channel names are the
+ * edge's rule (parsePublishBody): the gateway's own sources use names no client may ask for.
  */
 export function envelopesProblem (messages: readonly Envelope[], limits: MessageLimits = DEFAULT_LIMITS): Problem | null {
   let last: Envelope | null = null
   for (let n = 0; n < messages.length; n++) {
     const m = messages[n]
     const at = `messages[${n}]`
-    const cp = channelProblem(m.channel)
-    if (cp !== null) return { code: 'invalid_channel', where: `${at}.channel`, why: cp }
+    if (typeof m.channel !== 'string' || m.channel.length === 0) return { code: 'invalid_channel', where: `${at}.channel`, why: 'must be a non-empty string' }
     // Reserved names are for the gateway's own sources to use: here only the format counts.
     const ep = eventProblem(m.event)
     if (ep !== null && !RESERVED_EVENTS.has(m.event)) return { code: 'invalid_message', where: `${at}.event`, why: ep }

@@ -98,23 +98,35 @@ t.test('batched: pending frames go out in one write on flush; a newer value with
   t.same(res.messages().slice(2).map(m => m.data), ['a-price', 'b-price'])
 })
 
-t.test('a slow consumer is closed once its unsent bytes pass the bound', async t => {
-  const pending = open({ immediate: false, max: 100 })
-  pending.conn.goLive()
-  pending.conn.push(0, frame('1-0', 'x'.repeat(60)))
-  t.equal(pending.conn.state, 'live')
-  pending.conn.push(0, frame('2-0', 'x'.repeat(60)))
-  t.equal(pending.conn.state, 'closed', 'pending frames over the bound')
-  t.same(pending.closed, ['slow_consumer'])
-  t.ok(pending.res.destroyed, 'cut off, not ended behind its backlog')
+t.test('a slow consumer is closed once the socket holds more than the bound from earlier writes; a burst alone never', async t => {
+  const burst = open({ immediate: false, max: 100 })
+  burst.conn.goLive()
+  for (let i = 1; i <= 5; i++) burst.conn.push(0, frame(`${i}-0`, 'x'.repeat(60)))
+  t.equal(burst.conn.state, 'live', 'the batch being built does not count')
+  burst.conn.flush(Date.now())
+  t.equal(burst.conn.state, 'live', 'a client that takes it all is not cut')
+  t.equal(burst.res.messages().length, 5, 'in one write')
 
   const socket = open({ max: 100 })
   socket.conn.goLive()
   socket.res.full = true
   socket.conn.push(0, frame('1-0', 'x'.repeat(60)))
-  t.equal(socket.conn.state, 'live')
+  socket.conn.flush(Date.now())
   socket.conn.push(0, frame('2-0', 'x'.repeat(60)))
-  t.same(socket.closed, ['slow_consumer'], 'bytes queued in the socket count too')
+  socket.conn.flush(Date.now())
+  t.equal(socket.conn.state, 'live', 'under the bound before each write')
+  t.ok(socket.res.writableLength > 100, 'the socket now holds more than the bound')
+  socket.conn.push(0, frame('3-0', 'x'.repeat(60)))
+  socket.conn.flush(Date.now())
+  t.same(socket.closed, ['slow_consumer'], 'the next write finds it unread: cut')
+  t.ok(socket.res.destroyed, 'cut off, not ended behind its backlog')
+  t.equal(socket.res.messages().length, 2, 'and nothing more was queued behind it')
+
+  const replay = open({ max: 100 })
+  replay.res.full = true
+  replay.res.writableLength = 101
+  await replay.conn.writeAsync('replay')
+  t.same(replay.closed, ['slow_consumer'], 'replay writes answer to the same budget')
 })
 
 t.test('writeAsync waits for drain when the socket is full', async t => {

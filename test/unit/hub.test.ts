@@ -36,10 +36,15 @@ function setup (t: Test, opts: Partial<HubOptions> = {}, historySize = 100) {
       }
     })
     let begun = false
-    await hub.attach(conn, start, () => { begun = true })
+    await hub.attach(conn, start, () => { begun = true; return '' })
     return { res, conn, begun }
   }
-  const publish = async (channel: string, data: unknown, event = 'm') => (await bus.publish([{ channel, event, data, ts: Date.now() }]))[0]
+  // Window 0 flushes once per event-loop turn: a publish has reached the streams after one.
+  const publish = async (channel: string, data: unknown, event = 'm') => {
+    const [id] = await bus.publish([{ channel, event, data, ts: Date.now() }])
+    await new Promise(resolve => setImmediate(resolve))
+    return id
+  }
   return { bus, hub, stream, publish, closed }
 }
 
@@ -151,3 +156,15 @@ t.test('drain closes every stream with a jittered retry hint and refuses new one
   t.ok(hints.every(ms => ms >= 1500 && ms <= 4500), 'retry between retryMs/2 and 1.5 x retryMs')
   t.same(await hub.admit('new'), { code: 'draining', retryAfterS: 3 })
 })
+
+t.test('a token that expires ends its stream with auth-expired', async t => {
+  const { hub, stream, closed } = setup(t)
+  const s = await stream('ann', ['user:ann'])
+  const other = await stream('bob', ['user:bob'])
+  hub.expireAt(s.conn, Date.now() + 20)
+  await waitFor(() => closed.length === 1, 5000, 'the expiry')
+  t.same(closed, [['ann', 'auth_expired']])
+  t.match(s.res.text(), /event: auth-expired\n/)
+  t.equal(other.conn.state, 'live')
+})
+

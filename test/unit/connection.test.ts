@@ -1,9 +1,11 @@
 // Connection below HTTP: a fake response object, no server, no Redis.
 import t from 'tap'
 import { Connection, type CloseReason, type Frame } from '../../src/delivery/connection'
+import { ExpirySweep } from '../../src/delivery/expiry'
 import { messageBody } from '../../src/delivery/sse'
 import { createMetrics } from '../../src/metrics/metrics'
 import { FakeResponse } from '../fake-response'
+import { waitFor } from '../wait'
 
 const metrics = createMetrics(undefined, { defaults: false })
 
@@ -27,12 +29,15 @@ function open (o: { channels?: string[], events?: string[], immediate?: boolean,
 const frame = (id: string, data: unknown, o: { event?: string, key?: string, channel?: string } = {}): Frame =>
   ({ id, channel: o.channel ?? 'a', event: o.event ?? 'message', key: o.key, ts: Date.now(), body: messageBody(o.event ?? 'message', data) })
 
-t.test('live: pending frames are written on flush, each with the full cursor as its id', async t => {
+t.test('live, window 0: frames wait for the flush at the end of the turn, then leave in one write, each with the full cursor as its id', async t => {
   const { res, conn } = open({ channels: ['a', 'b'] })
   conn.goLive()
   conn.push(0, frame('1-0', 'x'))
   conn.push(1, frame('5-0', { n: 1 }, { channel: 'b', event: 'note' }))
+  t.equal(res.chunks.length, 0, 'nothing before the flush')
+  t.ok(conn.hasPending())
   conn.flush(Date.now())
+  t.equal(res.chunks.length, 1, 'one write')
   t.same(res.messages(), [{ data: 'x', id: 'h:1-0,0-0' }, { event: 'note', data: '{"n":1}', id: 'h:1-0,5-0' }])
   t.equal(conn.cursor(), 'h:1-0,5-0')
 })
@@ -153,6 +158,17 @@ t.test('end flushes what is pending, writes the last frame and reports the reaso
   t.same(closed, ['drain'], 'the close event afterwards does not count twice')
   conn.push(0, frame('2-0', 'after'))
   t.notMatch(res.text(), /after/)
+})
+
+t.test('a token that expires ends the stream with its frame (the hub\'s expiry sweep)', async t => {
+  const { res, conn, closed } = open()
+  conn.goLive()
+  const sweep = new ExpirySweep<Connection>((c) => c.end('event: auth-expired\ndata: {}\n\n', 'auth_expired'))
+  t.teardown(() => sweep.close())
+  sweep.add(conn, Date.now() + 20)
+  await waitFor(() => closed.length === 1, 5000, 'expiry')
+  t.same(closed, ['auth_expired'])
+  t.match(res.text(), /event: auth-expired/)
 })
 
 t.test('the client hanging up closes the connection as "client"', async t => {

@@ -39,7 +39,7 @@ function setup (t: Test, opts: Partial<HubOptions> = {}, historySize = 100) {
     await hub.attach(conn, start, () => { begun = true; return '' })
     return { res, conn, begun }
   }
-  // Window 0 flushes once per event-loop turn: a publish has reached the streams after one.
+  // Window 0 writes at the end of the event-loop turn: the helper resolves after it.
   const publish = async (channel: string, data: unknown, event = 'm') => {
     const [id] = await bus.publish([{ channel, event, data, ts: Date.now() }])
     await new Promise(resolve => setImmediate(resolve))
@@ -167,4 +167,3 @@ t.test('a token that expires ends its stream with auth-expired', async t => {
   t.match(s.res.text(), /event: auth-expired\n/)
   t.equal(other.conn.state, 'live')
 })
-

@@ -210,6 +210,19 @@ export class Hub {
     return this.channels.get(channel)?.size ?? 0
   }
 
+  /**
+   * Ends the live local streams dedicated to `channel` (those carrying no other channel), after
+   * what is already queued to them: a finished prediction ends its own event streams, while a
+   * general stream that also carries the channel goes on. Returns how many ended.
+   */
+  endStreams (channel: string): number {
+    let n = 0
+    for (const c of [...(this.channels.get(channel)?.keys() ?? [])]) {
+      if (c.state === 'live' && c.channels.length === 1) { c.end('', 'client'); n++ }
+    }
+    return n
+  }
+
   channelCount (): number {
     return this.channels.size
   }

@@ -14,7 +14,7 @@ import eventsRoutes from './routes/events'
 import publishRoutes from './routes/publish'
 import ticketRoutes from './routes/tickets'
 import healthRoutes from './routes/health'
-import replicatePlugin, { type ReplicateOptions } from './replicate/plugin'
+import replicatePlugin, { type ReplicateOptions } from './routes/replicate'
 import demoRoutes from './routes/demo'
 
 declare module 'fastify' {

@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap'
-import { startFakeReplicate, type FakeReplicate, type FakeReplicateOptions } from '../src/dev/fake-replicate'
+import { startFakeReplicate, type FakeReplicate, type FakeReplicateOptions } from '../dev/fake-replicate'
 import type { ReplicateOptions } from '../src/replicate/service'
 import { build, RawStream, sign, waitFor, type Gateway, type SseFrame } from './helper'
 

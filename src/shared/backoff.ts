@@ -41,13 +41,14 @@ export function backoffDelay (attempt: number, options: BackoffOptions = {}, ser
 
 /**
  * Milliseconds from an HTTP `Retry-After` header (delta-seconds or an HTTP date), or undefined
- * when it is absent or unreadable.
+ * when it is absent or unreadable. Fractional seconds are accepted: a load balancer or a test
+ * double may send them, and rounding 0.3 up to 1 s would wait three times too long.
  */
 export function parseRetryAfter (value: string | null | undefined, now: number = Date.now()): number | undefined {
   if (value === null || value === undefined) return undefined
   const v = value.trim()
   if (v === '') return undefined
-  if (/^[0-9]+$/.test(v)) return Number(v) * 1000
+  if (/^[0-9]+(\.[0-9]+)?$/.test(v)) return Math.round(Number(v) * 1000)
   // An HTTP date always names its month; this keeps Date.parse from reading "-1" as a year.
   if (!/[a-z]/i.test(v)) return undefined
   const at = Date.parse(v)

@@ -1,51 +1,9 @@
 import t, { type Test } from 'tap'
-import { startFakeReplicate, type FakeReplicate, type FakeReplicateOptions } from '../dev/fake-replicate'
 import { signWebhook } from '../src/replicate/webhook'
 import type { Prediction } from '../src/replicate/types'
-import { build, RawStream, sign, waitFor, type Gateway, type SseFrame } from './helper'
+import { build, RawStream, waitFor, type Gateway, type SseFrame } from './helper'
+import { FAST, alice, api, create, data, history, mallory, metric, setup, statuses, watch } from './prediction-fixtures'
 
-// Fast timings: a poll every 30 ms, locks that expire in 600 ms, retries from 20 ms.
-const FAST = { pollIntervalMs: 30, lockTtlMs: 600, retryBaseDelayMs: 20, streamGraceMs: 3000 }
-const alice = sign({ sub: 'alice' })
-const mallory = sign({ sub: 'mallory' })
-
-async function setup (t: Test, o: { fake?: FakeReplicateOptions, env?: Record<string, string> } = {}): Promise<{ fake: FakeReplicate, gw: Gateway }> {
-  const fake = await startFakeReplicate(o.fake)
-  t.teardown(() => fake.close())
-  const gw = await build(t, {
-    REPLICATE_API_TOKEN: fake.token,
-    REPLICATE_BASE_URL: fake.url,
-    REPLICATE_WEBHOOK_SECRET: fake.webhookSecret,
-    BATCH_WINDOW_MS: '10',
-    ...o.env
-  }, { replicate: FAST })
-  return { fake, gw }
-}
-
-async function api (gw: Gateway, method: string, path: string, token?: string, body?: unknown): Promise<{ status: number, body: any }> {
-  const res = await fetch(gw.url + path, {
-    method,
-    headers: { ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body)
-  })
-  const text = await res.text()
-  return { status: res.status, body: text === '' ? undefined : JSON.parse(text) }
-}
-
-async function create (gw: Gateway, body: Record<string, unknown> = {}): Promise<string> {
-  const res = await api(gw, 'POST', '/predictions', alice, { version: 'v1', input: { prompt: 'a cat' }, ...body })
-  if (res.status !== 201) throw new Error(`create answered ${res.status}: ${JSON.stringify(res.body)}`)
-  return res.body.id
-}
-
-function watch (t: Test, gw: Gateway, id: string, token = alice): RawStream {
-  const s = new RawStream(gw.port, `/predictions/${id}/events`, { Authorization: `Bearer ${token}` })
-  t.teardown(() => s.close())
-  return s
-}
-
-const data = (f: SseFrame): any => JSON.parse(f.data as string)
-const statuses = (s: RawStream): any[] => s.messages().filter(f => f.event === 'status').map(data)
 const RANK: Record<string, number> = { starting: 0, processing: 1, succeeded: 2, failed: 2, canceled: 2, aborted: 2 }
 
 /**
@@ -85,15 +43,7 @@ async function postWebhook (gw: Gateway, snapshot: Prediction, o: { id?: string,
   return { status: res.status, body: await res.json() }
 }
 
-async function history (gw: Gateway, id: string): Promise<Array<{ event: string, data: any }>> {
-  return (await gw.app.bus.read(`prediction:${id}`, '0-0')).messages.map(m => ({ event: m.event, data: m.data }))
-}
 
-async function metric (gw: Gateway, name: string, labels: Record<string, string>): Promise<number> {
-  const m = await gw.app.metrics.registry.getSingleMetric(name)?.get()
-  const v = m?.values.find(v => Object.entries(labels).every(([k, l]) => v.labels[k] === l))
-  return v?.value ?? 0
-}
 
 t.test('create, watch to the end: progress from tqdm logs, done last, owner channel, GET', async t => {
   const { fake, gw } = await setup(t, { fake: { plan: { steps: 4 } } })

@@ -3,6 +3,9 @@
 #   redis-server  single Redis and the local Redis Cluster (.ci/redis-cluster.sh)
 #   nginx         the load-balancer failover test (deploy/nginx.conf)
 #   chromium      browser tests
+#   libnginx-mod-nchan  only with the argument `nchan`: the peer of `npm run bench -- --compare nchan`
+# Other package names as arguments: those instead (the compose end-to-end asks for
+# docker.io, docker-compose and debootstrap this way: .ci/compose-e2e.sh).
 # A machine that already has them costs no apt-get update and prints one line.
 # The machine may be fresh (nothing installed by hand survives), so CI calls this
 # first rather than assuming.
@@ -13,17 +16,27 @@ declare -A provides=(
   [redis-server]="redis-server redis-cli"
   [nginx]="nginx"
   [chromium]="chromium"
+  [libnginx-mod-nchan]="/usr/lib/nginx/modules/ngx_nchan_module.so"
+  [docker.io]="docker dockerd"
+  [docker-compose]="docker-compose"
+  [debootstrap]="debootstrap"
 )
+wanted=("$@")
+if [ "${#wanted[@]}" -eq 0 ]; then wanted=(redis-server nginx chromium); fi
+if [ "${1:-}" = nchan ]; then wanted=(nginx libnginx-mod-nchan); fi
+
+# a command on PATH, or (starting with /) a file
+present() { if [ "${1:0:1}" = / ]; then [ -e "$1" ]; else command -v "$1" >/dev/null 2>&1; fi; }
 
 missing=()
-for pkg in redis-server nginx chromium; do
-  for cmd in ${provides[$pkg]}; do
-    if ! command -v "$cmd" >/dev/null 2>&1; then missing+=("$pkg"); break; fi
+for pkg in "${wanted[@]}"; do
+  for cmd in ${provides[$pkg]:-$pkg}; do
+    if ! present "$cmd"; then missing+=("$pkg"); break; fi
   done
 done
 
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "install-system: redis-server nginx chromium already present"
+  echo "install-system: ${wanted[*]} already present"
   exit 0
 fi
 
@@ -59,7 +72,7 @@ if ! { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
 fi
 
 for pkg in "${missing[@]}"; do
-  for cmd in ${provides[$pkg]}; do
-    command -v "$cmd" >/dev/null 2>&1 || { echo "install-system: $pkg installed but $cmd not found" >&2; exit 1; }
+  for cmd in ${provides[$pkg]:-$pkg}; do
+    present "$cmd" || { echo "install-system: $pkg installed but $cmd not found" >&2; exit 1; }
   done
 done

@@ -2,9 +2,10 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import fastifyCors from '@fastify/cors'
 import type { Config } from './config'
 import type { Bus } from './bus/bus'
+import { MemoryStore, type Store } from './bus/store'
 import { MemoryBus } from './bus/memory-bus'
-import { RedisBus } from './bus/redis-bus'
-import { ClusterBus } from './bus/cluster-bus'
+import { RedisBus } from './bus/redis/redis-bus'
+import { ClusterBus } from './bus/redis/cluster-bus'
 import { Hub } from './delivery/hub'
 import { createMetrics, type Metrics } from './metrics/metrics'
 import authPlugin from './auth/plugin'
@@ -16,13 +17,18 @@ import ticketRoutes from './routes/tickets'
 import healthRoutes from './routes/health'
 import replicatePlugin, { type ReplicateOptions } from './routes/replicate'
 import demoRoutes from './routes/demo'
+import { createFeatures, type Features } from './features'
+import channelRoutes from './routes/channels'
+import disconnectRoutes from './routes/disconnect'
 
 declare module 'fastify' {
   interface FastifyInstance {
     config: Config
     bus: Bus
+    store: Store
     hub: Hub
     metrics: Metrics
+    features: Features
   }
 }
 
@@ -30,11 +36,19 @@ export interface BuildOptions {
   config: Config
   /** A bus to use instead of the one the config describes (it is then not closed with the app). */
   bus?: Bus
+  /** The store beside `bus` (default: one on the Redis bus's connection, else in memory). */
+  store?: Store
   metrics?: Metrics
   /** A pino logger instance, or fastify logger options; defaults from config.logLevel. */
   logger?: FastifyServerOptions['loggerInstance'] | false
   /** Replicate proxy timings and fetch; the defaults suit production, tests shorten them. */
   replicate?: ReplicateOptions
+}
+
+/** The bus and the key-value store beside it; on Redis the store shares the bus's command connection. */
+export interface Backend {
+  bus: Bus
+  store: Store
 }
 
 export async function createBus (config: Config, metrics: Metrics, log?: { warn: (o: object, m: string) => void }): Promise<Bus> {
@@ -56,11 +70,23 @@ export async function createBus (config: Config, metrics: Metrics, log?: { warn:
   return new MemoryBus({ historySize: config.historySize, historyTtlS: config.historyTtlS })
 }
 
+/** The store that belongs beside `bus`. */
+export function storeBeside (bus: Bus): Store {
+  return bus instanceof RedisBus || bus instanceof ClusterBus ? bus.createStore() : new MemoryStore()
+}
+
+export async function createBackend (config: Config, metrics: Metrics, log?: { warn: (o: object, m: string) => void }): Promise<Backend> {
+  const bus = await createBus(config, metrics, log)
+  return { bus, store: storeBeside(bus) }
+}
+
 export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   const { config } = opts
   const app = Fastify({
     ...(opts.logger === false ? { logger: false } : opts.logger !== undefined ? { loggerInstance: opts.logger } : { logger: loggerOptions(config.logLevel) }),
     requestIdHeader: 'x-request-id',
+    // Channel names (up to 200 characters, percent-encoded) are path parameters of /channels/:channel/*.
+    maxParamLength: 2048,
     bodyLimit: config.maxBodyBytes,
     // Streams live for hours; only the socket's own idleness ends them.
     requestTimeout: 0,
@@ -70,16 +96,21 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   })
   const metrics = opts.metrics ?? createMetrics()
   const bus = opts.bus ?? await createBus(config, metrics, app.log)
+  const store = opts.store ?? storeBeside(bus)
   const hub = new Hub(bus, {
     batchWindowMs: config.batchWindowMs,
     heartbeatMs: config.heartbeatMs,
     maxConnections: config.maxConnections,
     maxConnectionsPerUser: config.maxConnectionsPerUser,
     retryMs: config.retryMs,
+    // Longer than a subscriber reconnect (ioredis retries after 100 ms, then 200, 400...), short
+    // enough that a client facing a real outage gets its 503 + Retry-After promptly.
+    busWaitMs: 1000,
     log: app.log
   }, metrics)
   app.decorate('config', config)
   app.decorate('bus', bus)
+  app.decorate('store', store)
   app.decorate('hub', hub)
   app.decorate('metrics', metrics)
 
@@ -119,13 +150,18 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
       maxAge: 600
     })
   }
-  await app.register(authPlugin, { config, store: bus.store })
+  const features = await createFeatures({ config, bus, store, hub, log: app.log })
+  app.decorate('features', features)
+  // The revocation check: two Map lookups on every authenticated request, no round trip.
+  await app.register(authPlugin, { config, store, refuse: (claims) => features.revocations.check(claims) })
   await app.register(healthRoutes)
   await app.register(eventsRoutes)
   await app.register(publishRoutes)
   await app.register(ticketRoutes)
   await app.register(replicatePlugin, opts.replicate ?? {})
   await app.register(demoRoutes)
+  await app.register(channelRoutes)
+  await app.register(disconnectRoutes)
 
   // Streams are hijacked responses: the HTTP server's close would wait for them forever, so
   // they end before it (preClose), and the bus closes after it (onClose).
@@ -133,6 +169,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     hub.close()
   })
   app.addHook('onClose', async () => {
+    await features.close()
     if (opts.bus === undefined) await bus.close()
   })
   return app

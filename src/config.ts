@@ -38,7 +38,14 @@ const schema = {
     PUBLIC_URL: { type: 'string', pattern: '^https?://' },
     LOG_LEVEL: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
     CORS_ORIGINS: { type: 'string' },
-    DEMO: { type: 'boolean' }
+    DEMO: { type: 'boolean' },
+    PRESENCE_MAX_MEMBERS: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+    PRESENCE_TTL_S: { type: 'integer', minimum: 1, maximum: 3600, default: 15 },
+    PRESENCE_EVENTS: { type: 'string' },
+    AUTH_HOOK_URL: { type: 'string', pattern: '^https?://' },
+    AUTH_HOOK_CACHE_S: { type: 'integer', minimum: 0, maximum: 3600, default: 10 },
+    // "true"/"false", or a key of at least 32 characters that also opens /admin.
+    ADMIN: { type: 'string', pattern: '^(true|false|[^\\s]{32,})$' }
   }
 } as const
 
@@ -81,6 +88,9 @@ export interface Config {
   logLevel: string
   corsOrigins?: string[]
   demo: boolean
+  presence: { maxMembers: number, ttlS: number, events?: string[] }
+  authHook?: { url: string, cacheS: number }
+  admin: { enabled: boolean, key?: string }
 }
 
 export class ConfigError extends Error {}
@@ -163,7 +173,13 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     },
     logLevel: raw.LOG_LEVEL,
     corsOrigins: list(raw.CORS_ORIGINS),
-    demo: raw.DEMO ?? (!production && ephemeral)
+    demo: raw.DEMO ?? (!production && ephemeral),
+    presence: { maxMembers: raw.PRESENCE_MAX_MEMBERS, ttlS: raw.PRESENCE_TTL_S, events: list(raw.PRESENCE_EVENTS) },
+    authHook: raw.AUTH_HOOK_URL !== undefined ? { url: raw.AUTH_HOOK_URL, cacheS: raw.AUTH_HOOK_CACHE_S } : undefined,
+    admin: {
+      enabled: raw.ADMIN !== undefined && raw.ADMIN !== 'false',
+      key: raw.ADMIN !== undefined && raw.ADMIN !== 'true' && raw.ADMIN !== 'false' ? raw.ADMIN : undefined
+    }
   }
 }
 

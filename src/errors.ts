@@ -1,5 +1,10 @@
-// Every error the gateway answers. Routes throw these; the error handler in app.ts turns them
-// into `{ error: code, message }` with the status, so clients can switch on `error`.
+import type { ServerResponse } from 'node:http'
+import type { Problem } from './outcome'
+
+// Every error the gateway answers, and the one place that maps core's refusals (outcome.ts) to
+// HTTP. Routes throw these; the error handler in app.ts turns them into `{ error: code,
+// message }` with the status, so clients can switch on `error`; a stream that has already taken
+// over its socket answers through `sendError`. docs/errors.md lists every code (a test checks).
 export class GatewayError extends Error {
   readonly statusCode: number
   readonly code: string
@@ -27,9 +32,39 @@ export const errors = {
     new GatewayError(503, 'instance_full', 'this instance holds its maximum number of streams', { 'retry-after': String(retryAfterS) }),
   draining: (retryAfterS: number) =>
     new GatewayError(503, 'draining', 'this instance is shutting down; reconnect', { 'retry-after': String(retryAfterS) }),
-  busUnavailable: () => new GatewayError(503, 'bus_unavailable', 'the message bus is not connected', { 'retry-after': '2' }),
+  busUnavailable: (why = 'the message bus is not connected') => new GatewayError(503, 'bus_unavailable', why, { 'retry-after': '2' }),
   notFound: (what: string) => new GatewayError(404, 'not_found', `${what} not found`),
   forbiddenModel: (model: string) => new GatewayError(403, 'forbidden_model', `model "${model}" is not allowed on this gateway`),
   notConfigured: (what: string) => new GatewayError(501, 'not_configured', `${what} is not configured on this gateway`),
   upstream: (status: number, code: string, message: string) => new GatewayError(status, code, message)
+}
+
+/** The HTTP answer to a refusal of core. */
+export function problemError (p: Problem): GatewayError {
+  switch (p.code) {
+    case 'invalid_message': return errors.invalidMessage(p.where, p.why)
+    case 'invalid_channel': return errors.invalidChannel(p.where, p.why)
+    case 'forbidden_channel': return errors.forbiddenChannel(p.channel)
+    case 'too_many_channels': return errors.tooManyChannels(p.max)
+    case 'too_many_connections': return errors.userLimit(p.max, p.retryAfterS)
+    case 'instance_full': return errors.instanceFull(p.retryAfterS)
+    case 'draining': return errors.draining(p.retryAfterS)
+    case 'bus_unavailable': return errors.busUnavailable(p.why)
+  }
+}
+
+/** The value of an outcome, or its refusal thrown as the matching GatewayError. */
+export function orThrow<T> (o: { ok: true, value: T } | { ok: false, problem: Problem }): T {
+  if (!o.ok) throw problemError(o.problem)
+  return o.value
+}
+
+/**
+ * Writes an error to a response the route has taken over (a hijacked SSE reply) when nothing
+ * has been sent yet: the same status, headers and body as the error handler's.
+ */
+export function sendError (res: ServerResponse, err: GatewayError): void {
+  if (res.headersSent) return
+  res.writeHead(err.statusCode, { ...err.headers, 'content-type': 'application/json; charset=utf-8' })
+  res.end(JSON.stringify({ error: err.code, message: err.message }))
 }

@@ -1,8 +1,9 @@
 import { Redis, type RedisOptions } from 'ioredis'
 import type { Envelope } from './bus/bus'
-import { KeyLayout } from './bus/codec'
-import { defineScripts, publishArgs } from './bus/redis-bus'
+import { KeyLayout } from './bus/redis/codec'
+import { defineScripts, publishArgs } from './bus/redis/scripts'
 import { parsePublishBody } from './bus/validate'
+import { orThrow } from './errors'
 
 export interface PublisherOptions {
   /** Redis URL, or an ioredis client you own (it is not closed by close()). */
@@ -42,7 +43,7 @@ export function createPublisher (opts: PublisherOptions): Publisher {
   const ttl = opts.historyTtlS ?? 86400
   return {
     async publish (input) {
-      const messages: Envelope[] = parsePublishBody(input, Date.now())
+      const messages: Envelope[] = orThrow(parsePublishBody(input, Date.now()))
       return await (redis as any).ssePublish(...publishArgs(keys, messages, size, ttl))
     },
     async close () {

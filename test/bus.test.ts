@@ -1,8 +1,9 @@
 import t from 'tap'
 import { compareIds, type Bus, type BusMessage } from '../src/bus/bus'
 import { MemoryBus } from '../src/bus/memory-bus'
-import { RedisBus } from '../src/bus/redis-bus'
-import { ClusterBus } from '../src/bus/cluster-bus'
+import { RedisBus } from '../src/bus/redis/redis-bus'
+import { ClusterBus } from '../src/bus/redis/cluster-bus'
+import { storeBeside } from '../src/app'
 import { REDIS_URL, testConfig, uniquePrefix, waitFor } from './helper'
 
 const REDIS_CLUSTER_NODES = process.env.REDIS_CLUSTER_NODES === '' ? undefined : process.env.REDIS_CLUSTER_NODES
@@ -99,10 +100,23 @@ for (const [name, make] of Object.entries(implementations)) {
       t.same(got, ['new'])
     })
 
+    t.test('head: the newest id without reading messages, the same on every bus', async t => {
+      const bus = await make(2)
+      t.teardown(() => bus.close())
+      t.equal(await bus.head('h'), '0-0', 'a channel with no history')
+      const ids = await bus.publish([msg('h', 1), msg('h', 2), msg('h', 3), msg('other', 4)])
+      t.equal(await bus.head('h'), ids[2], 'the newest, also past the history cap')
+      t.equal(await bus.head('other'), ids[3])
+      const r = await bus.read('h', ids[1])
+      t.same(r.messages.map(m => m.id), [ids[2]])
+      t.equal(r.head, ids[2])
+      t.same(await bus.read('never', '0-0'), { messages: [], head: '0-0', reset: false }, 'no history reads empty from 0-0, not reset')
+    })
+
     t.test('store: set nx, get, take once, refresh and release only by the holder', async t => {
       const bus = await make(10)
       t.teardown(() => bus.close())
-      const s = bus.store
+      const s = storeBeside(bus)
       t.ok(await s.set('k', 'v1', 10000, true))
       t.notOk(await s.set('k', 'v2', 10000, true), 'nx refuses an existing key')
       t.equal(await s.get('k'), 'v1')

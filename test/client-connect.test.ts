@@ -2,6 +2,7 @@ import t, { type Test } from 'tap'
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { connect, type ConnectionStatus, type ConnectOptions, type GatewayClientError, type GatewayEvent, type StatusInfo } from '../client/index'
+import { waitFor } from './wait'
 
 // A real loopback HTTP server stands in for the gateway: it speaks the wire contract (retry
 // frame, cursors, Last-Event-ID replay, JSON errors) and nothing else.
@@ -54,14 +55,6 @@ class Feed {
   }
 }
 
-async function waitFor (what: string, cond: () => boolean, ms = 10_000): Promise<void> {
-  const start = Date.now()
-  while (!cond()) {
-    if (Date.now() - start > ms) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
-
 function json (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   res.writeHead(status, { 'content-type': 'application/json', ...headers })
   res.end(JSON.stringify(body))
@@ -88,12 +81,12 @@ t.test('receives events with the token in the Authorization header, channels and
   const feed = new Feed()
   const srv = await startServer(t, (req, res) => feed.attach(req, res))
   const c = record(t, { url: srv.url, token: 'tok', channels: ['topic:a', 'team:42'], events: ['x', 'y'] })
-  await waitFor('open', () => c.conn.status === 'open')
+  await waitFor(() => c.conn.status === 'open', 10_000, 'open')
   feed.publish({ n: 1 }, 'x')
   feed.publish('a plain string')
   feed.publish({ multi: 'line\nvalue' }, 'y')
   feed.publish('two\nlines')
-  await waitFor('4 events', () => c.events.length === 4)
+  await waitFor(() => c.events.length === 4, 10_000, '4 events')
   t.same(c.events.map((e) => e.type), ['x', 'message', 'y', 'message'])
   t.same(c.datas(), [{ n: 1 }, 'a plain string', { multi: 'line\nvalue' }, 'two\nlines'])
   t.same(c.events.map((e) => e.id), ['c:1', 'c:2', 'c:3', 'c:4'])
@@ -112,15 +105,15 @@ t.test('resumes with Last-Event-ID after the server drops the stream: no loss, n
   const feed = new Feed()
   const srv = await startServer(t, (req, res) => feed.attach(req, res))
   const c = record(t, { url: srv.url, token: 'tok' })
-  await waitFor('open', () => c.conn.status === 'open')
+  await waitFor(() => c.conn.status === 'open', 10_000, 'open')
   for (let i = 1; i <= 3; i++) feed.publish({ i })
-  await waitFor('3 events', () => c.events.length === 3)
+  await waitFor(() => c.events.length === 3, 10_000, '3 events')
   feed.drop()
   // Published while the client is away: only the history can deliver these.
   for (let i = 4; i <= 6; i++) feed.publish({ i })
-  await waitFor('6 events', () => c.events.length === 6)
+  await waitFor(() => c.events.length === 6, 10_000, '6 events')
   for (let i = 7; i <= 8; i++) feed.publish({ i })
-  await waitFor('8 events', () => c.events.length === 8)
+  await waitFor(() => c.events.length === 8, 10_000, '8 events')
   t.same(c.datas(), [1, 2, 3, 4, 5, 6, 7, 8].map((i) => ({ i })), 'every event once, in order')
   t.equal(srv.requests.length, 2)
   t.equal(srv.requests[1].headers['last-event-id'], 'c:3', 'resumed from the last id seen')
@@ -130,7 +123,7 @@ t.test('resumes with Last-Event-ID after the server drops the stream: no loss, n
   t.equal(c.statuses[2].info.error?.code, 'network')
   t.same(c.statuses[4].info, { reason: 'client' })
   t.equal(c.conn.status, 'closed')
-  await waitFor('the server to see the close', () => feed.streams.size === 0)
+  await waitFor(() => feed.streams.size === 0, 10_000, 'the server to see the close')
 })
 
 t.test('a clean end of stream is resumed too, and an id-only frame moves the cursor', async (t) => {
@@ -141,7 +134,7 @@ t.test('a clean end of stream is resumed too, and an id-only frame moves the cur
   })
   const ids: string[] = []
   const c = record(t, { url: srv.url, onLastEventId: (id) => ids.push(id) })
-  await waitFor('2 events', () => c.events.length === 2)
+  await waitFor(() => c.events.length === 2, 10_000, '2 events')
   t.equal(srv.requests[1].headers['last-event-id'], '7')
   t.same(ids, ['1', '7'])
   t.equal(c.events[1].id, '7', 'the cursor carries over to frames without id')
@@ -152,9 +145,9 @@ t.test('honours the server retry: as the base of the backoff', async (t) => {
   const feed = new Feed(120)
   const srv = await startServer(t, (req, res) => feed.attach(req, res))
   const c = record(t, { url: srv.url, retryDelay: undefined, backoff: { baseMs: 60_000, jitter: 'full' } })
-  await waitFor('open', () => c.conn.status === 'open')
+  await waitFor(() => c.conn.status === 'open', 10_000, 'open')
   feed.drop()
-  await waitFor('reopen', () => srv.requests.length === 2 && c.conn.status === 'open')
+  await waitFor(() => srv.requests.length === 2 && c.conn.status === 'open', 10_000, 'reopen')
   const retrying = c.statuses.find((s) => s.status === 'retrying')
   t.equal(retrying?.info.delayMs, 120, 'retry: 120 replaced the 60 s base and is the floor')
   const waited = srv.requests[1].at - srv.requests[0].at
@@ -165,7 +158,7 @@ t.test('stops after maxRetries with a final closed status', async (t) => {
   const srv = await startServer(t, (_req, res) => json(res, 500, { error: 'boom', message: 'it broke' }))
   const delays: number[] = []
   const c = record(t, { url: srv.url, maxRetries: 3, retryDelay: (attempt) => { delays.push(attempt); return 5 } })
-  await waitFor('closed', () => c.conn.status === 'closed')
+  await waitFor(() => c.conn.status === 'closed', 10_000, 'closed')
   t.equal(srv.requests.length, 4, 'the first attempt and 3 retries')
   t.same(delays, [0, 1, 2], 'attempts are counted from 0 for the delay')
   t.same(c.names(), ['connecting', 'retrying', 'retrying', 'retrying', 'closed'])
@@ -187,12 +180,12 @@ t.test('maxRetries counts consecutive failures: a successful open resets it', as
   // Each round: the drop (1) and a 503 (2) before the next open; 3 rounds stay within 2.
   const c = record(t, { url: srv.url, maxRetries: 2 })
   for (let round = 1; round <= 3; round++) {
-    await waitFor(`open #${round}`, () => srv.requests.length === 2 * round && c.conn.status === 'open')
+    await waitFor(() => srv.requests.length === 2 * round && c.conn.status === 'open', 10_000, `open #${round}`)
     feed.publish({ round })
-    await waitFor(`event #${round}`, () => c.events.length === round)
+    await waitFor(() => c.events.length === round, 10_000, `event #${round}`)
     feed.drop()
   }
-  await waitFor('final 503 and open', () => srv.requests.length === 8 && c.conn.status === 'open')
+  await waitFor(() => srv.requests.length === 8 && c.conn.status === 'open', 10_000, 'final 503 and open')
   t.notOk(c.names().includes('closed'))
   t.same(c.statuses.filter((s) => s.status === 'retrying').map((s) => s.info.attempt), [1, 1, 2, 1, 2, 1, 2])
 })
@@ -203,7 +196,7 @@ t.test('a connection that opens and hangs up at once counts as a failure', async
     res.end('retry: 5\n\n')
   })
   const c = record(t, { url: srv.url, maxRetries: 3 })
-  await waitFor('closed', () => c.conn.status === 'closed')
+  await waitFor(() => c.conn.status === 'closed', 10_000, 'closed')
   t.equal(srv.requests.length, 4)
   t.equal(c.statuses.at(-1)?.info.reason, 'max-retries')
   t.equal(c.statuses.at(-1)?.info.error?.code, 'stream_ended')
@@ -213,7 +206,7 @@ t.test('401 and 403 are reported and not retried', async (t) => {
   for (const [status, code, reason] of [[401, 'unauthorized', 'unauthorized'], [403, 'forbidden_channel', 'forbidden']] as const) {
     const srv = await startServer(t, (_req, res) => json(res, status, { error: code, message: 'no' }))
     const c = record(t, { url: srv.url, token: 'bad' })
-    await waitFor('closed', () => c.conn.status === 'closed')
+    await waitFor(() => c.conn.status === 'closed', 10_000, 'closed')
     t.equal(srv.requests.length, 1, `${status}: one request only`)
     t.same(c.names(), ['connecting', 'closed'])
     t.equal(c.statuses[1].info.reason, reason)
@@ -226,17 +219,17 @@ t.test('401 and 403 are reported and not retried', async (t) => {
 t.test('other answers: 404 and a non-SSE 200 are final, 502 is retried', async (t) => {
   const a = await startServer(t, (_req, res) => { res.writeHead(404); res.end('nope') })
   const c404 = record(t, { url: a.url })
-  await waitFor('closed', () => c404.conn.status === 'closed')
+  await waitFor(() => c404.conn.status === 'closed', 10_000, 'closed')
   t.equal(c404.statuses.at(-1)?.info.reason, 'http-error')
   t.equal(c404.statuses.at(-1)?.info.error?.code, 'http_404', 'a body that is not the gateway JSON')
   const b = await startServer(t, (_req, res) => { res.writeHead(200, { 'content-type': 'text/html' }); res.end('<html>login</html>') })
   const cHtml = record(t, { url: b.url })
-  await waitFor('closed', () => cHtml.conn.status === 'closed')
+  await waitFor(() => cHtml.conn.status === 'closed', 10_000, 'closed')
   t.equal(cHtml.statuses.at(-1)?.info.error?.code, 'bad_content_type')
   const feed = new Feed()
   const d = await startServer(t, (req, res, n) => { if (n === 1) { res.writeHead(502); res.end() } else feed.attach(req, res) })
   const c502 = record(t, { url: d.url })
-  await waitFor('open', () => c502.conn.status === 'open')
+  await waitFor(() => c502.conn.status === 'open', 10_000, 'open')
   t.same(c502.names(), ['connecting', 'retrying', 'open'])
 })
 
@@ -248,7 +241,7 @@ t.test('429 and 503 wait for Retry-After', async (t) => {
       else feed.attach(req, res)
     })
     const c = record(t, { url: srv.url })
-    await waitFor('open', () => c.conn.status === 'open')
+    await waitFor(() => c.conn.status === 'open', 10_000, 'open')
     t.equal(c.statuses[1].info.delayMs, 1000, `${status}: Retry-After wins over the 5 ms backoff`)
     t.equal(c.statuses[1].info.error?.retryAfterMs, 1000)
     const waited = srv.requests[1].at - srv.requests[0].at
@@ -260,13 +253,13 @@ t.test('a malformed JSON payload is reported and the stream carries on', async (
   const feed = new Feed()
   const srv = await startServer(t, (req, res) => feed.attach(req, res))
   const c = record(t, { url: srv.url })
-  await waitFor('open', () => c.conn.status === 'open')
+  await waitFor(() => c.conn.status === 'open', 10_000, 'open')
   feed.publish('{"a":1}')
   feed.publish('{"broken": ')
   feed.publish('["also broken"')
   feed.publish('{"b":2}')
   feed.publish('2024-01-01 is not JSON, but it is not pretending to be')
-  await waitFor('5 events', () => c.events.length === 5)
+  await waitFor(() => c.events.length === 5, 10_000, '5 events')
   t.same(c.errors.map((e) => e.code), ['malformed_json', 'malformed_json'])
   t.equal(c.errors[0].raw, '{"broken": ')
   t.equal(c.events[1].error?.code, 'malformed_json', 'the event carries the error')
@@ -281,9 +274,9 @@ t.test('json: false delivers text', async (t) => {
   const feed = new Feed()
   const srv = await startServer(t, (req, res) => feed.attach(req, res))
   const c = record(t, { url: srv.url, json: false })
-  await waitFor('open', () => c.conn.status === 'open')
+  await waitFor(() => c.conn.status === 'open', 10_000, 'open')
   feed.publish({ a: 1 })
-  await waitFor('event', () => c.events.length === 1)
+  await waitFor(() => c.events.length === 1, 10_000, 'event')
   t.equal(c.events[0].data, '{"a":1}')
 })
 
@@ -298,10 +291,10 @@ t.test('a throwing onEvent is reported, and neither the parser nor the stream br
     onError: (e) => errors.push(e)
   })
   t.teardown(() => conn.close())
-  await waitFor('open', () => conn.status === 'open')
+  await waitFor(() => conn.status === 'open', 10_000, 'open')
   // In one write, so the throw happens mid-chunk.
   feed.publish(1); feed.publish(2); feed.publish(3)
-  await waitFor('3 events', () => seen.length === 3)
+  await waitFor(() => seen.length === 3, 10_000, '3 events')
   t.same(seen, [1, 2, 3])
   t.same(errors.map((e) => [e.code, e.message]), [['callback', 'app bug']])
   t.equal(conn.status, 'open')
@@ -318,9 +311,9 @@ t.test('auth-expired: getToken() is called again and the stream resumes with the
   })
   let calls = 0
   const c = record(t, { url: srv.url, getToken: async () => `tok-${++calls}`, retryDelay: () => 60_000 })
-  await waitFor('reopen', () => srv.requests.length === 2 && c.conn.status === 'open')
+  await waitFor(() => srv.requests.length === 2 && c.conn.status === 'open', 10_000, 'reopen')
   feed.publish({ i: 2 })
-  await waitFor('3 events', () => c.events.length === 3)
+  await waitFor(() => c.events.length === 3, 10_000, '3 events')
   t.same(c.events.map((e) => e.type), ['message', 'auth-expired', 'message'])
   t.equal(calls, 2)
   t.equal(srv.requests[0].headers.authorization, 'Bearer tok-1')
@@ -338,7 +331,7 @@ t.test('auth-expired without getToken closes the stream', async (t) => {
     res.end('event: auth-expired\ndata: {}\n\n')
   })
   const c = record(t, { url: srv.url, token: 'static' })
-  await waitFor('closed', () => c.conn.status === 'closed')
+  await waitFor(() => c.conn.status === 'closed', 10_000, 'closed')
   t.equal(c.statuses.at(-1)?.info.reason, 'auth-expired')
   t.equal(srv.requests.length, 1)
   t.equal(c.events[0].type, 'auth-expired', 'the app sees the event too')
@@ -350,7 +343,7 @@ t.test('a stream that expires at once goes through the backoff instead of loopin
     res.end('event: auth-expired\ndata: {}\n\n')
   })
   const c = record(t, { url: srv.url, getToken: () => 'tok', maxRetries: 2 })
-  await waitFor('closed', () => c.conn.status === 'closed')
+  await waitFor(() => c.conn.status === 'closed', 10_000, 'closed')
   t.equal(srv.requests.length, 3)
   t.equal(c.statuses.at(-1)?.info.reason, 'max-retries')
 })
@@ -360,7 +353,7 @@ t.test('getToken failing is retried with backoff', async (t) => {
   const srv = await startServer(t, (req, res) => feed.attach(req, res))
   let calls = 0
   const c = record(t, { url: srv.url, getToken: () => { if (++calls === 1) throw new Error('auth server down'); return 'tok' } })
-  await waitFor('open', () => c.conn.status === 'open')
+  await waitFor(() => c.conn.status === 'open', 10_000, 'open')
   t.equal(c.statuses[1].info.error?.code, 'token')
   t.equal(srv.requests.length, 1)
 })
@@ -371,14 +364,14 @@ t.test('an idle stream (no heartbeat) is reconnected', async (t) => {
     res.write(': hi\n\n')
   })
   const c = record(t, { url: srv.url, idleTimeoutMs: 100 })
-  await waitFor('second request', () => srv.requests.length >= 2)
+  await waitFor(() => srv.requests.length >= 2, 10_000, 'second request')
   t.equal(c.statuses.find((s) => s.status === 'retrying')?.info.error?.code, 'idle_timeout')
 })
 
 t.test('close() during the backoff wait stops for good', async (t) => {
   const srv = await startServer(t, (_req, res) => { res.writeHead(500); res.end() })
   const c = record(t, { url: srv.url, retryDelay: () => 60_000 })
-  await waitFor('retrying', () => c.conn.status === 'retrying')
+  await waitFor(() => c.conn.status === 'retrying', 10_000, 'retrying')
   const started = Date.now()
   c.conn.close()
   t.equal(c.conn.status, 'closed')
@@ -393,7 +386,7 @@ t.test('lastEventId option resumes a stream saved earlier', async (t) => {
   feed.publish('old'); feed.publish('new')
   const srv = await startServer(t, (req, res) => feed.attach(req, res))
   const c = record(t, { url: srv.url, lastEventId: 'c:1' })
-  await waitFor('event', () => c.events.length === 1)
+  await waitFor(() => c.events.length === 1, 10_000, 'event')
   t.equal(srv.requests[0].headers['last-event-id'], 'c:1')
   t.same(c.datas(), ['new'])
 })

@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net'
 import { EventSource } from 'eventsource'
 import { connect, type ConnectionStatus, type ConnectOptions, type GatewayEvent, type StatusInfo } from '../client/index'
+import { waitFor } from './wait'
 
 // EventSource mode against a loopback server that implements tickets the way the gateway does:
 // POST /tickets with the Bearer token, single use, then GET /events?ticket=&lastEventId=.
@@ -65,14 +66,6 @@ async function gateway (t: Test, opts: { ticketStatus?: number, onStream?: (res:
   }
 }
 
-async function waitFor (what: string, cond: () => boolean, ms = 10_000): Promise<void> {
-  const start = Date.now()
-  while (!cond()) {
-    if (Date.now() - start > ms) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
-
 function record (t: Test, options: Omit<ConnectOptions, 'onEvent'>) {
   const events: GatewayEvent[] = []
   const statuses: Array<{ status: ConnectionStatus, info: StatusInfo }> = []
@@ -91,16 +84,16 @@ function record (t: Test, options: Omit<ConnectOptions, 'onEvent'>) {
 t.test('ticket auth, named events, and resume through ?lastEventId= with a fresh ticket', async (t) => {
   const gw = await gateway(t)
   const c = record(t, { url: gw.url, token: 'tok-1', channels: ['topic:a'], events: ['x'], eventTypes: ['y'] })
-  await waitFor('open', () => c.conn.status === 'open')
+  await waitFor(() => c.conn.status === 'open', 10_000, 'open')
   gw.publish({ i: 1 }, 'x')
   gw.publish({ i: 2 }, 'y')
   gw.publish({ i: 3 })
-  await waitFor('3 events', () => c.events.length === 3)
+  await waitFor(() => c.events.length === 3, 10_000, '3 events')
   gw.drop()
   gw.publish({ i: 4 }, 'x')
-  await waitFor('4 events', () => c.events.length === 4)
+  await waitFor(() => c.events.length === 4, 10_000, '4 events')
   gw.publish({ i: 5 })
-  await waitFor('5 events', () => c.events.length === 5)
+  await waitFor(() => c.events.length === 5, 10_000, '5 events')
   t.same(c.events.map((e) => [e.type, e.data]), [['x', { i: 1 }], ['y', { i: 2 }], ['message', { i: 3 }], ['x', { i: 4 }], ['message', { i: 5 }]])
   const streams = gw.streamRequests()
   t.equal(streams.length, 2)
@@ -117,7 +110,7 @@ t.test('ticket auth, named events, and resume through ?lastEventId= with a fresh
 t.test('access_token in the query when asked for', async (t) => {
   const gw = await gateway(t)
   const c = record(t, { url: gw.url, token: 'tok-q', eventSourceAuth: 'query' })
-  await waitFor('open', () => c.conn.status === 'open')
+  await waitFor(() => c.conn.status === 'open', 10_000, 'open')
   t.equal(gw.streamRequests()[0].url.searchParams.get('access_token'), 'tok-q')
   t.equal(gw.requests.filter((r) => r.method === 'POST').length, 0)
 })
@@ -125,7 +118,7 @@ t.test('access_token in the query when asked for', async (t) => {
 t.test('a refused ticket is final', async (t) => {
   const gw = await gateway(t, { ticketStatus: 401 })
   const c = record(t, { url: gw.url, token: 'tok' })
-  await waitFor('closed', () => c.conn.status === 'closed')
+  await waitFor(() => c.conn.status === 'closed', 10_000, 'closed')
   t.equal(c.statuses.at(-1)?.info.reason, 'unauthorized')
   t.equal(gw.streamRequests().length, 0)
 })
@@ -141,7 +134,7 @@ t.test('auth-expired gets a new token, a new ticket and resumes', async (t) => {
     }
   })
   const c = record(t, { url: gw.url, getToken: () => `tok-${++n}` })
-  await waitFor('second open', () => gw.streamRequests().length === 2 && c.conn.status === 'open')
+  await waitFor(() => gw.streamRequests().length === 2 && c.conn.status === 'open', 10_000, 'second open')
   t.equal(n, 2)
   t.same(gw.requests.filter((r) => r.method === 'POST').map((r) => r.headers.authorization), ['Bearer tok-1', 'Bearer tok-2'])
   t.equal(gw.streamRequests()[1].url.searchParams.get('lastEventId'), 'c:0')

@@ -2,6 +2,7 @@ import t, { type Test } from 'tap'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { connect, type Connection, type ConnectionStatus, type GatewayEvent, type LockManagerLike, type StatusInfo } from '../client/index'
+import { waitFor } from './wait'
 
 // Tabs are simulated in one process: Node's BroadcastChannel delivers between instances of the
 // same name, and a small in-memory Web Locks queue stands in for navigator.locks (Node 20 has none).
@@ -74,14 +75,6 @@ async function feedServer (t: Test, refuse = false) {
   }
 }
 
-async function waitFor (what: string, cond: () => boolean, ms = 10_000): Promise<void> {
-  const start = Date.now()
-  while (!cond()) {
-    if (Date.now() - start > ms) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
-
 interface Tab { conn: Connection, events: GatewayEvent[], statuses: Array<{ status: ConnectionStatus, info: StatusInfo }>, got: () => number[] }
 
 function tab (t: Test, url: string, locks: LockManagerLike): Tab {
@@ -105,13 +98,13 @@ t.test('three tabs share one stream; a follower takes over when the leader close
   const srv = await feedServer(t)
   const locks = new FakeLocks()
   const tabs = [tab(t, srv.url, locks), tab(t, srv.url, locks), tab(t, srv.url, locks)]
-  await waitFor('all tabs open', () => tabs.every((x) => x.conn.status === 'open'))
+  await waitFor(() => tabs.every((x) => x.conn.status === 'open'), 10_000, 'all tabs open')
   t.equal(srv.requests.length, 1, 'one request for three tabs')
   t.equal(srv.streams.size, 1)
   t.same(tabs.map((x) => x.conn.role), ['leader', 'follower', 'follower'])
 
   for (let i = 1; i <= 3; i++) srv.publish(i)
-  await waitFor('3 events in every tab', () => tabs.every((x) => x.events.length === 3))
+  await waitFor(() => tabs.every((x) => x.events.length === 3), 10_000, '3 events in every tab')
   t.same(tabs.map((x) => x.got()), [[1, 2, 3], [1, 2, 3], [1, 2, 3]])
   t.same(tabs.map((x) => x.conn.lastEventId), ['c:3', 'c:3', 'c:3'], 'followers track the cursor')
 
@@ -119,23 +112,23 @@ t.test('three tabs share one stream; a follower takes over when the leader close
   a.conn.close()
   // Published while no tab holds the stream.
   srv.publish(4)
-  await waitFor('takeover', () => srv.requests.length === 2 && b.conn.status === 'open' && c.conn.status === 'open')
+  await waitFor(() => srv.requests.length === 2 && b.conn.status === 'open' && c.conn.status === 'open', 10_000, 'takeover')
   t.equal(srv.requests[1].headers['last-event-id'], 'c:3', 'the new leader resumes from the cursor it heard')
   t.equal(b.conn.role, 'leader')
   t.equal(c.conn.role, 'follower')
   srv.publish(5)
-  await waitFor('5 events in the remaining tabs', () => b.events.length === 5 && c.events.length === 5)
+  await waitFor(() => b.events.length === 5 && c.events.length === 5, 10_000, '5 events in the remaining tabs')
   t.same(b.got(), [1, 2, 3, 4, 5], 'no loss, no duplicate in the new leader')
   t.same(c.got(), [1, 2, 3, 4, 5], 'no loss, no duplicate in the follower')
   t.same(a.got(), [1, 2, 3])
-  await waitFor('old stream closed', () => srv.streams.size === 1)
+  await waitFor(() => srv.streams.size === 1, 10_000, 'old stream closed')
 
   t.same(c.statuses.map((s) => s.status), ['connecting', 'open', 'retrying', 'open'], 'the follower sees the hand-over as a reconnect')
   t.same(b.statuses.map((s) => s.status), ['connecting', 'open', 'retrying', 'open'])
 
   c.conn.close()
   srv.publish(6)
-  await waitFor('leader keeps going after a follower leaves', () => b.events.length === 6)
+  await waitFor(() => b.events.length === 6, 10_000, 'leader keeps going after a follower leaves')
   t.equal(srv.requests.length, 2)
 })
 
@@ -143,11 +136,11 @@ t.test('a late tab learns the current status and cursor from the leader', async 
   const srv = await feedServer(t)
   const locks = new FakeLocks()
   const a = tab(t, srv.url, locks)
-  await waitFor('open', () => a.conn.status === 'open')
+  await waitFor(() => a.conn.status === 'open', 10_000, 'open')
   srv.publish(1)
-  await waitFor('event', () => a.events.length === 1)
+  await waitFor(() => a.events.length === 1, 10_000, 'event')
   const late = tab(t, srv.url, locks)
-  await waitFor('late tab open', () => late.conn.status === 'open')
+  await waitFor(() => late.conn.status === 'open', 10_000, 'late tab open')
   t.equal(late.conn.lastEventId, 'c:1')
   t.equal(srv.requests.length, 1)
 })
@@ -156,7 +149,7 @@ t.test('a fatal close in the leader closes every tab, none retries', async (t) =
   const srv = await feedServer(t, true)
   const locks = new FakeLocks()
   const tabs = [tab(t, srv.url, locks), tab(t, srv.url, locks)]
-  await waitFor('all closed', () => tabs.every((x) => x.conn.status === 'closed'))
+  await waitFor(() => tabs.every((x) => x.conn.status === 'closed'), 10_000, 'all closed')
   t.same(tabs.map((x) => x.conn.statusInfo.reason), ['unauthorized', 'unauthorized'])
   t.same(tabs.map((x) => x.conn.statusInfo.error?.code), ['unauthorized', 'unauthorized'])
   // The closed broadcast races the lock hand-over, so the other tab may try once, never more.
@@ -168,5 +161,5 @@ t.test('without Web Locks, shareAcrossTabs falls back to a stream per caller', a
   const conn = connect({ url: srv.url, shareAcrossTabs: true, onEvent: () => {} })
   t.teardown(() => conn.close())
   t.equal(conn.role, 'direct')
-  await waitFor('open', () => conn.status === 'open')
+  await waitFor(() => conn.status === 'open', 10_000, 'open')
 })

@@ -1,8 +1,11 @@
 import t, { type Test } from 'tap'
 import net from 'node:net'
 import { Redis } from 'ioredis'
-import { ClusterBus, ShardConn, slotOf, type ShardEvents } from '../src/bus/cluster-bus'
-import { KeyLayout } from '../src/bus/codec'
+import { ClusterBus } from '../src/bus/redis/cluster-bus'
+import { ShardConn, type ShardEvents } from '../src/bus/redis/shard-conn'
+import { slotOf } from '../src/bus/redis/slots'
+import { KeyLayout } from '../src/bus/redis/codec'
+import { CONTROL_CHANNEL } from '../src/revocation/revocations'
 import { build, publish, publisherToken, RawStream, sign, waitFor, type Gateway } from './helper'
 
 // ---------------------------------------------------------------------------------------------
@@ -319,7 +322,9 @@ function clusterTests (seeds: string): void {
     t.equal(bus.kind, 'redis-cluster')
     t.same(bus.shardConnections().sort(), masters.map(m => m.key).sort(), 'one shard connection per master')
     for (const m of masters) {
-      t.equal(await shardSubscribers(m, prefix), 1, `${m.key}: one sharded subscriber of this deployment`)
+      // Both gateways hold the control channel (revocations): one more connection on its master, from A.
+      const control = owns(m, slotOfChannel(CONTROL_CHANNEL)) ? 1 : 0
+      t.equal(await shardSubscribers(m, prefix), 1 + control, `${m.key}: one sharded subscriber of this deployment per gateway with channels there`)
       for (const c of channels.filter(c => owns(m, slotOfChannel(c)))) {
         t.equal(await shardNumSub(m, `${prefix}{${c}}`), 1, `${c}: SSUBSCRIBEd on the master that owns its slot`)
       }

@@ -5,6 +5,10 @@ import type { FastifyInstance } from 'fastify'
 import { buildApp, type BuildOptions } from '../src/app'
 import { loadConfig, type Config } from '../src/config'
 
+import { waitFor } from './wait'
+
+export { waitFor }
+
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 export const SECRET = 'test-secret-which-is-long-enough'
 
@@ -67,14 +71,17 @@ export async function freePort (): Promise<number> {
   return port
 }
 
-/** Polls until `cond` holds; fails after `ms`. Never a fixed sleep. */
-export async function waitFor (cond: () => boolean | Promise<boolean>, ms = 10000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms
-  for (;;) {
-    if (await cond()) return
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
+
+/**
+ * Publishes a marker on `channel` (as `event`) and waits until `s` has it. A stream receives
+ * messages in publish order, so once the marker is there everything published before it has
+ * arrived or never will: an absence is asserted after this, not after a sleep.
+ */
+export async function sendMarker (url: string, s: RawStream, channel: string, event = 'marker'): Promise<void> {
+  const data = `marker-${randomBytes(4).toString('hex')}`
+  const r = await publish(url, { channel, event, data })
+  if (r.status !== 202) throw new Error(`marker publish answered ${r.status}`)
+  await waitFor(() => s.messages().some(m => m.data === data), 10_000, `the marker on ${channel}`)
 }
 
 export interface SseFrame { id?: string, event?: string, data?: string, retry?: number, comment?: string }
@@ -113,6 +120,8 @@ export class RawStream {
   /** Body bytes as received, one entry per socket read after the head. */
   reads: Buffer[] = []
   closed = false
+  /** The socket error, if one ended the stream (refused or reset: a client-side failure, not an answer). */
+  error: string | null = null
   private head = Buffer.alloc(0)
   private headDone = false
   private cache: { n: number, text: string } = { n: -1, text: '' }
@@ -123,7 +132,7 @@ export class RawStream {
     this.socket.write(lines.join('\r\n'))
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk))
     this.socket.on('close', () => { this.closed = true })
-    this.socket.on('error', () => { this.closed = true })
+    this.socket.on('error', (err: NodeJS.ErrnoException) => { this.error = err.code ?? err.message; this.closed = true })
   }
 
   private onData (chunk: Buffer): void {
@@ -200,6 +209,14 @@ export class RawStream {
 
   async waitClosed (ms = 10000): Promise<void> {
     await waitFor(() => this.ended(), ms, 'stream to end')
+  }
+
+  /** One line for a failure message: what the gateway answered, or how the socket failed. */
+  describe (): string {
+    if (this.status === 0) return `no response head (${this.error !== null ? `socket error ${this.error}` : this.closed ? 'closed by the server' : 'still waiting'})`
+    const body = this.text().slice(0, 200).replace(/\n/g, '\\n')
+    const retry = this.headers['retry-after'] !== undefined ? ` retry-after ${this.headers['retry-after']}` : ''
+    return `HTTP ${this.status}${retry}: ${body}${this.error !== null ? ` (socket error ${this.error})` : ''}`
   }
 
   close (): void {

@@ -25,7 +25,7 @@ t.test('/metrics after real traffic: every metric present and moved, no unbounde
   t.ok(value(/^gateway_delivery_socket_writes_total (\S+)$/m) >= 1)
   t.equal(value(/^gateway_delivery_batch_messages_count (\S+)$/m), value(/^gateway_delivery_socket_writes_total (\S+)$/m))
   t.equal(value(/^gateway_delivery_latency_seconds_count (\S+)$/m), 6)
-  t.equal(value(/^gateway_bus_subscriptions (\S+)$/m), 1)
+  t.equal(value(/^gateway_bus_subscriptions (\S+)$/m), 2, "the stream's channel and the control channel")
   t.equal(value(/^gateway_bus_up (\S+)$/m), 1)
   t.match(text, /^gateway_bus_reconnects_total 0$/m)
   t.match(text, /^process_cpu_seconds_total /m, 'default process metrics')

@@ -89,7 +89,7 @@ t.test('two watchers on two instances cost one poll loop', async t => {
   t.same(ending(sb), ['succeeded', 'done'])
   const history = await a.app.bus.read(`prediction:${id}`, '0-0')
   t.equal(history.messages.filter(m => m.event === 'done').length, 1, 'done published once cluster-wide')
-  await waitFor(async () => (await a.app.bus.store.get(`prediction:${id}:poller`)) === null, 5000, 'lock released')
+  await waitFor(async () => (await a.app.store.get(`prediction:${id}:poller`)) === null, 5000, 'lock released')
 })
 
 /** What main.ts does on SIGTERM: drain the streams, then close. */
@@ -111,7 +111,7 @@ t.test('closing the polling instance hands polling to the other', async t => {
   t.equal(otherCount.gets, 0)
   const closedAt = Date.now()
   await shutDown(holder)
-  t.equal(await other.app.bus.store.get(`prediction:${id}:poller`) === null || other.app.predictions.isPolling(id), true, 'lock given back on close')
+  t.equal(await other.app.store.get(`prediction:${id}:poller`) === null || other.app.predictions.isPolling(id), true, 'lock given back on close')
   await waitFor(() => otherCount.gets > 0, 10000, 'the other instance polls')
   t.comment(`handover after a clean close: ${Date.now() - closedAt} ms`)
   const survivor = streams.get(other) as RawStream
@@ -128,7 +128,7 @@ t.test('a holder that dies without releasing: the lock expires and the other tak
   const { holder, other, otherCount } = await holderOf(p)
   const diedAt = Date.now()
   await shutDown(holder)
-  t.not(await other.app.bus.store.get(`prediction:${id}:poller`), null, 'the dead holder\'s lock is still there')
+  t.not(await other.app.store.get(`prediction:${id}:poller`), null, 'the dead holder\'s lock is still there')
   await waitFor(() => otherCount.gets > 0, 10000, 'the other instance polls')
   const ms = Date.now() - diedAt
   t.ok(ms >= 150, `nobody polled while the lock lived (${ms} ms, TTL 600 ms)`)
@@ -169,7 +169,7 @@ t.test('a follower taking over resumes the upstream stream with Last-Event-ID', 
   fake.advance(id)
   fake.advance(id)
   const lastId = fake.streamEvents(id).at(-1)?.id
-  await waitFor(async () => (await other.app.bus.store.get(`prediction:${id}:stream-cursor`)) === lastId, 5000, 'the cursor stored')
+  await waitFor(async () => (await other.app.store.get(`prediction:${id}:stream-cursor`)) === lastId, 5000, 'the cursor stored')
   await shutDown(holder)
   await waitFor(() => fake.streamConnections.length === 2, 10000, 'the new follower')
   t.equal(fake.streamConnections[1].lastEventId, lastId, 'resumed after the last forwarded event')

@@ -96,7 +96,7 @@ t.test('3. webhooks that stop: the safety net polls again', async t => {
   const id = await create(gw, { webhook_events_filter: ['start'] })
   const s = watch(t, gw, id)
   await fake.idle()
-  await waitFor(async () => (await gw.app.bus.store.get(`prediction:${id}:webhook-at`)) !== null, 5000, 'the start webhook')
+  await waitFor(async () => (await gw.app.store.get(`prediction:${id}:webhook-at`)) !== null, 5000, 'the start webhook')
   const before = getsOf(fake, id).length
   fake.advance(id) // no webhook for this one (the filter)
   await waitFor(() => statuses(s).some(p => p.status === 'processing'), 5000, 'the safety-net poll')
@@ -137,7 +137,7 @@ t.test('5. nobody on /predictions/:id/events: the owner\'s stream still gets eve
   await waitFor(() => user.messages().some(m => m.event === 'prediction' && data(m).status === 'succeeded'), 10000, 'the end on the user stream')
   t.same(user.messages().filter(m => m.event === 'prediction').map(data).map(p => p.status), ['starting', 'processing', 'succeeded'])
   t.ok(fake.counts.get > 0, 'polled for the owner')
-  await waitFor(async () => (await gw.app.bus.store.get(`prediction:${id}:poller`)) === null, 5000, 'the poller ended')
+  await waitFor(async () => (await gw.app.store.get(`prediction:${id}:poller`)) === null, 5000, 'the poller ended')
 })
 
 t.test('6. lean frames: appended logs only, large outputs by reference, no frame past the limit', async t => {
@@ -244,7 +244,7 @@ t.test('8. polling stops within 3 s of the last watcher; GET answers at once thr
   await waitFor(() => getsOf(fake, id).length >= 1, 5000, 'polling')
   s.close()
   const leftAt = Date.now()
-  await waitFor(async () => (await gw.app.bus.store.get(`prediction:${id}:poller`)) === null, 10000, 'the poller gone')
+  await waitFor(async () => (await gw.app.store.get(`prediction:${id}:poller`)) === null, 10000, 'the poller gone')
   const last = getsOf(fake, id).at(-1)?.at as number
   t.ok(last - leftAt <= 3000, `last poll ${last - leftAt} ms after the last watcher left`)
   t.ok(Date.now() - leftAt <= 3500, `poller ended ${Date.now() - leftAt} ms after`)
@@ -290,7 +290,7 @@ t.test('issue 13: a signed webhook for a prediction the gateway never created is
   })
   t.equal(hook.status, 200, '2xx, so Replicate stops retrying')
   t.same(await history(gw, foreign.id), [], 'nothing published')
-  for (const k of ['state', 'owner', 'webhook-at', 'done']) t.equal(await gw.app.bus.store.get(`prediction:${foreign.id}:${k}`), null, `no ${k} stored`)
+  for (const k of ['state', 'owner', 'webhook-at', 'done']) t.equal(await gw.app.store.get(`prediction:${foreign.id}:${k}`), null, `no ${k} stored`)
   t.equal(await metric(gw, 'gateway_replicate_webhooks_total', { outcome: 'unknown' }), 1)
 })
 

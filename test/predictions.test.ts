@@ -84,7 +84,7 @@ t.test('create, watch to the end: progress from tqdm logs, done last, owner chan
   t.same(user.messages().filter(m => m.event === 'prediction').map(data), [
     { id, status: 'starting' }, { id, status: 'processing' }, { id, status: 'succeeded' }
   ], 'a short event per status change on user:<sub>')
-  await waitFor(async () => (await gw.app.bus.store.get(`prediction:${id}:poller`)) === null, 5000, 'the poller lock released')
+  await waitFor(async () => (await gw.app.store.get(`prediction:${id}:poller`)) === null, 5000, 'the poller lock released')
   const gets = fake.counts.get
   t.ok(gets >= 5, `polled ${gets} times`)
   t.ok(await metric(gw, 'gateway_replicate_calls_total', { operation: 'create', outcome: 'ok' }) === 1)
@@ -259,7 +259,7 @@ t.test('aborted ends the stream with done and stops polling', async t => {
   const s = watch(t, gw, id)
   await s.waitClosed()
   t.same(s.messages().map(m => m.event === 'status' ? data(m).status : m.event), ['starting', 'aborted', 'done'])
-  await waitFor(async () => (await gw.app.bus.store.get(`prediction:${id}:poller`)) === null, 5000, 'the lock released')
+  await waitFor(async () => (await gw.app.store.get(`prediction:${id}:poller`)) === null, 5000, 'the lock released')
   const gets = fake.counts.get
   t.equal(gw.app.predictions.pollerCount, 0)
   // A fresh watcher of a finished prediction gets the end at once and costs Replicate nothing.

@@ -2,6 +2,7 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { startFakeReplicate } from '../dev/fake-replicate'
+import { waitFor } from './wait'
 
 const call = (url: string, token: string, init: { method?: string, body?: unknown } = {}): Promise<Response> => fetch(url, {
   method: init.method ?? (init.body === undefined ? 'GET' : 'POST'),
@@ -70,8 +71,7 @@ t.test('stepMs: a timer moves predictions without any request', async t => {
   const fake = await startFakeReplicate({ stepMs: 5 })
   t.teardown(() => fake.close())
   const p = await (await call(`${fake.url}/predictions`, fake.token, { body: { version: 'v', input: {} } })).json() as any
-  const until = Date.now() + 10_000
-  while (fake.predictions.get(p.id)?.status !== 'succeeded' && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 5))
+  await waitFor(() => fake.predictions.get(p.id)?.status === 'succeeded', 10_000, 'the timer to finish the prediction')
   t.equal(fake.predictions.get(p.id)?.status, 'succeeded')
   const again = await (await call(`${fake.url}/predictions/${p.id}`, fake.token)).json() as any
   t.equal(again.status, 'succeeded', 'GET does not advance in timer mode')

@@ -3,16 +3,9 @@ import { startFakeReplicate, type FakeReplicate } from '../dev/fake-replicate'
 import { followStream, type StreamRetryInfo } from '../src/replicate/stream'
 import { SseParser } from '../src/shared/sse-parser'
 import { UpstreamError } from '../src/replicate/upstream'
+import { waitFor } from './wait'
 
 type Got = Array<[string, string, string | undefined]>
-
-async function waitFor (cond: () => boolean, what: string): Promise<void> {
-  const until = Date.now() + 10_000
-  while (!cond()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 5))
-  }
-}
 
 async function streaming (t: Test, plan = {}): Promise<{ fake: FakeReplicate, id: string, url: string }> {
   const fake = await startFakeReplicate({ advanceOnGet: false, plan: { steps: 4, tokens: ['Once', ' upon', ' a', ' time'], ...plan } })
@@ -45,9 +38,9 @@ t.test('live: events as the prediction advances, no sleeps', async t => {
   const { fake, id, url } = await streaming(t)
   const got: Got = []
   const following = followStream({ url, onEvent: (e, d, i) => { got.push([e, d, i]) }, retry: noWait })
-  await waitFor(() => fake.streamConnections.length === 1, 'the stream connection')
+  await waitFor(() => fake.streamConnections.length === 1, 10_000, 'the stream connection')
   fake.advance(id)
-  await waitFor(() => got.length === 3, 'the first step') // seed line, bar, token
+  await waitFor(() => got.length === 3, 10_000, 'the first step') // seed line, bar, token
   fake.finish(id)
   await following
   t.same(got, asTriples(fake, id))
@@ -71,11 +64,11 @@ t.test('a live drop (the upstream cuts every open stream) resumes too', async t 
   const { fake, id, url } = await streaming(t)
   const got: Got = []
   const following = followStream({ url, onEvent: (e, d, i) => { got.push([e, d, i]) }, retry: noWait })
-  await waitFor(() => fake.streamConnections.length === 1, 'the first connection')
+  await waitFor(() => fake.streamConnections.length === 1, 10_000, 'the first connection')
   fake.advance(id)
-  await waitFor(() => got.length === 3, 'the first step')
+  await waitFor(() => got.length === 3, 10_000, 'the first step')
   t.equal(fake.dropStreams(id), 1)
-  await waitFor(() => fake.streamConnections.length === 2, 'the reconnect')
+  await waitFor(() => fake.streamConnections.length === 2, 10_000, 'the reconnect')
   fake.finish(id)
   const result = await following
   t.same(got, asTriples(fake, id))
@@ -95,7 +88,7 @@ t.test('canceled mid-stream ends with done reason canceled', async t => {
   const { fake, id, url } = await streaming(t)
   const got: Got = []
   const following = followStream({ url, onEvent: (e, d, i) => { got.push([e, d, i]) }, retry: noWait })
-  await waitFor(() => fake.streamConnections.length === 1, 'the stream connection')
+  await waitFor(() => fake.streamConnections.length === 1, 10_000, 'the stream connection')
   fake.advance(id)
   const res = await fetch(fake.predictions.get(id)!.urls.cancel, { method: 'POST', headers: { authorization: `Bearer ${fake.token}` } })
   t.equal((await res.json() as any).status, 'canceled')
@@ -141,7 +134,7 @@ t.test('abort stops the follow; a throwing consumer is not retried', async t => 
   const { fake, id, url } = await streaming(t)
   const ac = new AbortController()
   const following = followStream({ url, signal: ac.signal, onEvent: () => {}, retry: noWait })
-  await waitFor(() => fake.streamConnections.length === 1, 'the stream connection')
+  await waitFor(() => fake.streamConnections.length === 1, 10_000, 'the stream connection')
   ac.abort(new Error('nobody watches'))
   await t.rejects(following, { message: 'nobody watches' })
 

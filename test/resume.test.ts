@@ -127,8 +127,12 @@ t.test('CLIENT KILL of the subscriber connection: resubscribes and nothing is lo
     }
   })()
   await waitFor(() => s.messages().length > 100, 10000, 'live traffic')
-  const killed = await admin.client('KILL', 'TYPE', 'pubsub')
-  t.ok(Number(killed) >= 1, 'killed the subscriber connection')
+  // Only this gateway's subscriber: other test files share the Redis and must not feel this.
+  const name = `sse-gateway:sub:${gw.config.channelPrefix}`
+  const line = String(await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub')).split('\n').find(l => l.includes(` name=${name} `))
+  t.ok(line, 'found the subscriber connection by name')
+  const killed = await admin.client('KILL', 'ID', /\bid=(\d+)/.exec(line as string)?.[1] as string)
+  t.equal(Number(killed), 1, 'killed the subscriber connection')
   await waitFor(async () => await reconnects() >= 1, 10000, 'bus reconnect')
   await waitFor(() => s.messages().length > 300 + 200, 20000, 'traffic after reconnect')
   stop.v = true

@@ -27,11 +27,19 @@ const handlers = {
       targets: cfg.targets,
       connectTimeoutMs: cfg.connectTimeoutMs ?? 30000,
       localAddresses: cfg.localAddresses ?? null,
-      requestFor: (i) => {
-        const token = sign({ sub: userOf(i), channels: ['topic:*'] })
-        const path = cfg.channel ? `/events?channel=${encodeURIComponent(cfg.channel)}` : '/events'
-        return { path, headers: { Authorization: `Bearer ${token}` } }
-      }
+      liveOnHead: cfg.server === 'nchan',
+      trackIds: cfg.trackIds === true,
+      requestFor: cfg.server === 'nchan'
+        ? (i) => {
+            // The same channels as a gateway stream: its user channel (+ the topic).
+            const chans = [`user:${userOf(i)}`, ...(cfg.channel ? [cfg.channel] : [])].sort()
+            return { path: `/sub/${chans.map(encodeURIComponent).join(',')}`, headers: {} }
+          }
+        : (i) => {
+            const token = sign({ sub: userOf(i), channels: ['topic:*'] })
+            const path = cfg.channel ? `/events?channel=${encodeURIComponent(cfg.channel)}` : '/events'
+            return { path, headers: { Authorization: `Bearer ${token}` } }
+          }
     })
     send({ type: 'ready', pid: process.pid, fdLimit: cfg.fdLimit })
   },
@@ -61,6 +69,20 @@ const handlers = {
     const r = pool.report(typeof exp === 'number' ? () => exp : (st) => exp[st.index - from] ?? 0)
     const cpu = cpuAt === null ? null : process.cpuUsage(cpuAt)
     send({ type: 'report', ...r, cpuS: cpu === null ? null : (cpu.user + cpu.system) / 1e6, rss: process.memoryUsage().rss })
+  },
+
+  'storm-arm' (m) {
+    pool.armStorm({ targets: m.targets, concurrency: m.concurrency })
+    send({ type: 'storm-armed' })
+  },
+
+  'storm-record' (m) {
+    pool.storm.recording = m.on
+    send({ type: 'storm-recording' })
+  },
+
+  'storm-status' () {
+    send({ type: 'storm-status', ...pool.stormStatus(), toLive: pool.storm.toLive.toJSON(), latency: pool.storm.latency.toJSON() })
   },
 
   close () {

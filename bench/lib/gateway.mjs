@@ -64,6 +64,7 @@ export async function startGateway ({ root, dist = 'dist', env, logDir, profileD
     await sleep(100)
   }
   return {
+    kind: 'gateway',
     pid: child.pid,
     port,
     url,
@@ -77,6 +78,14 @@ export async function startGateway ({ root, dist = 'dist', env, logDir, profileD
     /** Heap snapshot into env.BENCH_HEAP_DIR (SIGURG). */
     heapSnapshot () {
       if (exited === null) child.kill('SIGURG')
+    },
+    /** SIGKILL: the crash of the reconnect-storm scenario (no drain, no goodbye frames). */
+    async kill () {
+      if (exited !== null) return exited
+      child.kill('SIGKILL')
+      const r = await exit
+      log.end()
+      return r
     },
     async stop (graceMs = 8000) {
       if (exited !== null) return exited
@@ -109,14 +118,16 @@ export async function scrape (url) {
 
 /** One reading of a gateway: CPU seconds, RSS and a few metrics. */
 export async function snapshot (gw) {
-  const m = await scrape(gw.url)
+  // nchan has no /metrics; its figures are the processes' (master and workers).
+  const m = gw.kind === 'nchan' ? null : await scrape(gw.url)
   const pick = (k) => m?.[k] ?? null
+  const p = gw.proc?.() ?? null
   return {
     at: Date.now(),
-    cpuS: gw.pid == null ? null : cpuSeconds(gw.pid),
-    sysS: gw.pid == null ? null : (cpuSplit(gw.pid)?.system ?? null),
-    rss: gw.pid == null ? null : rssBytes(gw.pid),
-    hwm: gw.pid == null ? null : hwmBytes(gw.pid),
+    cpuS: p !== null ? p.cpuS : gw.pid == null ? null : cpuSeconds(gw.pid),
+    sysS: p !== null ? p.sysS : gw.pid == null ? null : (cpuSplit(gw.pid)?.system ?? null),
+    rss: p !== null ? p.rss : gw.pid == null ? null : rssBytes(gw.pid),
+    hwm: p !== null ? p.hwm : gw.pid == null ? null : hwmBytes(gw.pid),
     heapUsed: pick('nodejs_heap_size_used_bytes'),
     heapTotal: pick('nodejs_heap_size_total_bytes'),
     external: pick('nodejs_external_memory_bytes'),

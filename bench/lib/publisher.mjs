@@ -7,16 +7,20 @@
 // gateway's batch tick. Each payload is {"s": seq on its channel, "t": send time, "p": pad}.
 
 import http from 'node:http'
+import net from 'node:net'
 import { Histogram, nowMs } from './hist.mjs'
 
-export class Publisher {
-  constructor ({ url, token, maxPerRequest = 1000 }) {
+/**
+ * What both publishers share: a queue of due messages, one batch in flight (so the order per
+ * channel on one connection is the send order), drain and statistics. `send(batch)` starts a
+ * batch; the subclass calls `pump()` again once all its answers are in.
+ */
+class BatchPublisher {
+  constructor ({ url, maxPerRequest = 1000 }) {
     const u = new URL(url)
     this.host = u.hostname
     this.port = Number(u.port)
-    this.token = token
     this.max = maxPerRequest
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
     this.queue = []
     this.busy = false
     this.requests = 0
@@ -45,6 +49,33 @@ export class Publisher {
     this.busy = true
     const batch = this.queue.length <= this.max ? this.queue : this.queue.slice(0, this.max)
     this.queue = this.queue.length <= this.max ? [] : this.queue.slice(this.max)
+    this.send(batch)
+  }
+
+  fail (reason, n) {
+    this.failed += n
+    this.failures[reason] = (this.failures[reason] ?? 0) + n
+  }
+
+  /** Resolves when every queued message has been answered. */
+  drain () {
+    if (!this.busy && this.queue.length === 0) return Promise.resolve()
+    return new Promise(resolve => { this.idle = resolve })
+  }
+
+  stats () {
+    return { requests: this.requests, accepted: this.accepted, failed: this.failed, failures: this.failures, requestLatency: this.rtt.summary() }
+  }
+}
+
+export class Publisher extends BatchPublisher {
+  constructor ({ url, token, maxPerRequest = 1000 }) {
+    super({ url, maxPerRequest })
+    this.token = token
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  }
+
+  send (batch) {
     const body = JSON.stringify(batch.length === 1 ? batch[0] : batch)
     const t0 = nowMs()
     const req = http.request({
@@ -73,23 +104,8 @@ export class Publisher {
     req.end(body)
   }
 
-  fail (reason, n) {
-    this.failed += n
-    this.failures[reason] = (this.failures[reason] ?? 0) + n
-  }
-
-  /** Resolves when every queued message has been answered. */
-  drain () {
-    if (!this.busy && this.queue.length === 0) return Promise.resolve()
-    return new Promise(resolve => { this.idle = resolve })
-  }
-
   close () {
     this.agent.destroy()
-  }
-
-  stats () {
-    return { requests: this.requests, accepted: this.accepted, failed: this.failed, failures: this.failures, requestLatency: this.rtt.summary() }
   }
 }
 
@@ -99,10 +115,11 @@ export class Publisher {
  * order is kept, while different channels are published in parallel.
  */
 export class PublisherPool {
-  constructor ({ urls, token, shards = 1, shardOf = () => 0 }) {
+  constructor ({ urls, token, shards = 1, shardOf = () => 0, server = 'gateway' }) {
     // Shard k → instance floor(k·K/P): not aligned with how the streams are spread (round-robin),
     // so with several instances about half the messages cross instances through Redis.
-    this.pubs = Array.from({ length: shards }, (_, k) => new Publisher({ url: urls[Math.floor(k * urls.length / shards)], token }))
+    const Kind = server === 'nchan' ? NchanPublisher : Publisher
+    this.pubs = Array.from({ length: shards }, (_, k) => new Kind({ url: urls[Math.floor(k * urls.length / shards)], token }))
     this.shardOf = shardOf
   }
 
@@ -141,6 +158,86 @@ export class PublisherPool {
   }
 }
 
+/**
+ * Nchan's publisher takes one message per request (POST /pub/<channel>, the data as the body),
+ * so this one pipelines: every message that fell due meanwhile goes out as back-to-back
+ * requests in ONE socket write, and the next batch waits for all their responses. One
+ * connection keeps the order per channel, as the gateway's one-request-in-flight does.
+ */
+export class NchanPublisher extends BatchPublisher {
+  constructor ({ url, maxPerRequest = 1000 }) {
+    super({ url, maxPerRequest })
+    this.socket = null
+    this.buf = null
+    this.awaiting = 0
+    this.sentAt = 0
+  }
+
+  open () {
+    const s = net.connect({ host: this.host, port: this.port })
+    s.setNoDelay(true)
+    s.on('data', (b) => this.onData(b))
+    s.on('error', (err) => this.lost(err.code ?? err.message))
+    s.on('close', () => this.lost('socket closed'))
+    this.socket = s
+    this.buf = null
+  }
+
+  lost (reason) {
+    if (this.socket === null) return
+    this.socket = null
+    if (this.awaiting > 0) {
+      this.fail(reason, this.awaiting)
+      this.requests += this.awaiting
+      this.awaiting = 0
+      setTimeout(() => this.pump(), 10)
+    }
+  }
+
+  send (batch) {
+    if (this.socket === null) this.open()
+    let out = ''
+    for (const e of batch) {
+      const body = JSON.stringify(e.data)
+      out += `POST /pub/${encodeURIComponent(e.channel)} HTTP/1.1\r\nHost: ${this.host}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+    }
+    this.awaiting = batch.length
+    this.sentAt = nowMs()
+    this.socket.write(out)
+  }
+
+  /** Counts responses: a head, then Content-Length bytes of body, back to back. */
+  onData (b) {
+    let buf = this.buf === null ? b : Buffer.concat([this.buf, b])
+    for (;;) {
+      const end = buf.indexOf('\r\n\r\n')
+      if (end < 0) break
+      const head = buf.toString('latin1', 0, end)
+      const m = /\r\ncontent-length:\s*(\d+)/i.exec(head)
+      const len = m === null ? 0 : Number(m[1])
+      if (buf.length < end + 4 + len) break
+      const status = Number(head.slice(9, 12))
+      buf = buf.subarray(end + 4 + len)
+      this.requests++
+      if (status >= 200 && status < 300) this.accepted++
+      else this.fail(`HTTP ${status}`, 1)
+      if (--this.awaiting === 0) {
+        this.rtt.record(nowMs() - this.sentAt)
+        this.buf = buf.length > 0 ? Buffer.from(buf) : null
+        this.pump()
+        return
+      }
+    }
+    this.buf = buf.length > 0 ? Buffer.from(buf) : null
+  }
+
+  close () {
+    const s = this.socket
+    this.socket = null
+    s?.destroy()
+  }
+}
+
 export function padding (bytes) {
   return 'x'.repeat(Math.max(0, bytes))
 }
@@ -148,9 +245,9 @@ export function padding (bytes) {
 /**
  * Runs a constant-rate schedule for `durationS`: calls make(k, t) for each message as it
  * becomes due (t = nowMs() at creation) and hands the envelopes to the publisher.
- * Resolves with { sent, elapsedMs, firstAt, lastAt }.
+ * Resolves with { sent, elapsedMs, firstAt, lastAt }; `stopped()` true ends it early.
  */
-export function schedule ({ publisher, rate, durationS, make, tickMs }) {
+export function schedule ({ publisher, rate, durationS, make, tickMs, stopped = () => false }) {
   const period = 1000 / rate
   const tick = tickMs ?? Math.max(1, Math.min(10, period / 4))
   return new Promise((resolve) => {
@@ -173,7 +270,7 @@ export function schedule ({ publisher, rate, durationS, make, tickMs }) {
         nextDue = start + (k + Math.random()) * period
       }
       if (out.length > 0) publisher.enqueue(out)
-      if (now >= end) {
+      if (now >= end || stopped()) {
         resolve({ sent: k, elapsedMs: now - start, firstAt, lastAt })
         return
       }

@@ -42,11 +42,22 @@ export function targets (r) {
       add('broadcast 10,000 x 10/s: 100,000 deliveries/s', steady, 0.98 * d.expectedPerSecond, steady >= 0.98 * d.expectedPerSecond && d.lost === 0)
       add('broadcast 10,000 x 10/s: zero loss', d.lost + d.dropped, 0, d.lost === 0 && d.dropped === 0)
       add('broadcast 10,000 x 10/s: p99 < 250 ms', p99, 250, p99 < 250)
+      if (s.batchWindowMs === 0) add('broadcast 10,000 x 10/s, window 0: ≥ 95,000/s, 0 lost, p99 < 100 ms', p99, 100, steady >= 95000 && d.lost === 0 && p99 < 100)
+      else add('broadcast 10,000 x 10/s, window 100: p99 ≤ 400 ms', p99, 400, p99 <= 400)
     }
     if (N === 10000 && rate === 50) {
       add('broadcast 10,000 x 50/s: zero loss', d.lost + d.dropped, 0, d.lost === 0 && d.dropped === 0)
       add('broadcast 10,000 x 50/s: p99 < 400 ms', p99, 400, p99 < 400)
     }
+  }
+  if (r.scenario === 'storm' && r.storm !== undefined) {
+    add('storm: every stream live again', r.storm.back, r.storm.streams, r.storm.back >= r.storm.streams)
+    add('storm: lost 0, duplicated 0', d.lost + d.duplicated, 0, d.lost === 0 && d.duplicated === 0)
+  }
+  if (N >= 10000 && r.connectRounds !== undefined && !multi) {
+    const [cold, warm] = r.connectRounds
+    add('connect 10,000 cold: ≤ 200 µs server CPU per stream', cold.cpuPerConnectUs?.[0] ?? null, 200, cold.cpuPerConnectUs?.[0] <= 200)
+    add('connect 10,000 warm: ≤ 100 µs server CPU per stream', warm.cpuPerConnectUs?.[0] ?? null, 100, warm.cpuPerConnectUs?.[0] <= 100)
   }
   if (d !== undefined && /per-user/.test(r.scenario) && N === 10000 && r.rate === 10000 * s.instances) {
     add('per-user 10,000 at 10,000/s: zero loss', d.lost + d.dropped, 0, d.lost === 0 && d.dropped === 0)
@@ -102,6 +113,11 @@ export function describeRun (r) {
   const c = r.connect
   if (c) lines.push(`  connect: ${c.opened}/${c.requested} streams in ${fmt(c.elapsedMs)} ms (${fmt(c.perSecond)}/s), live p50 ${fmt(c.timeToLiveMs.p50, 1)} ms p99 ${fmt(c.timeToLiveMs.p99, 1)} ms, client cpu ${(c.clientCpuS ?? []).join('/')} s${c.gatewayCpuS ? `, gateway cpu ${c.gatewayCpuS.join('/')} s` : ''}${c.failed ? `, failed ${c.failed} ${JSON.stringify(c.failures)}` : ''}`)
   if (r.connectRounds) for (const x of r.connectRounds) lines.push(`    ${x.round}: ${fmt(x.perSecond)}/s, head p50 ${fmt(x.timeToHeadMs.p50, 1)} p99 ${fmt(x.timeToHeadMs.p99, 1)} ms, live p99 ${fmt(x.timeToLiveMs.p99, 1)} ms, gateway cpu ${x.gatewayCpuS.join('/')} s (${x.gatewaySystemPct.join('/')}% kernel)`)
+  const st = r.storm
+  if (st) {
+    lines.push(`  storm: ${fmt(st.back)}/${fmt(st.streams)} streams live again on the survivor ${fmt(st.timeToAllLiveMs)} ms after the SIGKILL (per stream p50 ${fmt(st.perStreamToLiveMs.p50, 0)} p99 ${fmt(st.perStreamToLiveMs.p99, 0)} ms), ${st.reconnectAttemptsFailed} failed attempts${Object.keys(st.reconnectFailures).length ? ` ${JSON.stringify(st.reconnectFailures)}` : ''}`)
+    lines.push(`  during the storm: latency p50 ${fmt(st.latencyDuringStormMs.p50, 1)} p99 ${fmt(st.latencyDuringStormMs.p99, 1)} max ${fmt(st.latencyDuringStormMs.max, 1)} ms; survivor cpu ${st.survivorCpuS} s (${fmt(st.survivorCpuPerReconnectUs)} µs per resume), redis ${st.redisCpuS ?? '-'} s`)
+  }
   const d = r.delivery
   if (d) {
     lines.push(`  delivery: ${fmt(d.received)}/${fmt(d.expected)} in ${d.windowS} s (first send to last receive, ${fmt(d.perSecondAvg)}/s), ${fmt(d.perSecondSteady)}/s while publishing (lowest second ${fmt(d.perSecondMin)}), lost ${d.lost}, dup ${d.duplicated}, ooo ${d.outOfOrder}, streams cut ${d.dropped}, client cpu ${d.clientCpuS.join('/')} s`)

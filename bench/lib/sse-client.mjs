@@ -83,28 +83,17 @@ class Stream {
     this.pool = pool
     this.index = index
     this.socket = null
-    this.phase = CONNECTING
-    this.head = null
-    this.chunked = false
-    this.cs = C_SIZE
-    this.csize = 0
-    this.crem = 0
-    this.rest = null // partial SSE line carried to the next read
-    this.evSeq = -1
     this.evT = 0
-    this.evControl = false
+    this.rest = null // partial SSE line carried to the next read
+    this.rewind() // the parser state (phase, chunked decoder, current event, live)
     // statistics
     this.startedAt = 0
-    this.ttfb = -1
-    this.live = false
-    this.tlive = -1
     this.received = 0
     this.maxSeq = 0
     this.dup = 0
     this.ooo = 0
     this.seen = null
     this.controlEvents = 0
-    this.closedEarly = false
     this.lastId = null
   }
 
@@ -134,6 +123,7 @@ class Stream {
     else this.maxSeq = seq
     if (pool.recording) {
       pool.hist.record(now - t)
+      if (pool.storm !== null && pool.storm.recording) pool.storm.latency.record(now - t)
       pool.count++
       const sec = Math.floor((now - pool.t0) / 1000)
       if (sec >= 0) {
@@ -165,6 +155,7 @@ class Stream {
       this.phase = BODY
       this.ttfb = now - this.startedAt
       this.pool.onHead(this)
+      if (this.pool.liveOnHead) this.goLive(now)
       if (rest.length > 0) this.body(rest, now)
       return
     }
@@ -254,16 +245,39 @@ class Stream {
           // control events of the gateway: reset, auth-expired
           if (b[q] === 114 || b[q] === 97) this.evControl = true
         }
-        else if (c === 105 && !this.live && le - p >= 3 && b[p + 1] === 100 && b[p + 2] === 58) { // id:
+        else if (c === 105 && le - p >= 3 && b[p + 1] === 100 && b[p + 2] === 58) { // id:
           // The first id (the id-only frame) is written once the stream is subscribed and live.
-          this.live = true
-          this.tlive = now - this.startedAt
-          this.pool.onLive(this)
+          if (!this.live) this.goLive(now)
+          // The reconnect-storm scenario resumes with Last-Event-ID: the last id seen.
+          if (this.pool.trackIds) this.lastId = b.toString('latin1', b[p + 3] === 32 ? p + 4 : p + 3, le)
         }
         // retry: and comments (heartbeats) need nothing.
       }
       p = nl + 1
     }
+  }
+
+  goLive (now) {
+    this.live = true
+    this.tlive = now - this.startedAt
+    this.pool.onLive(this)
+  }
+
+  /** Back to a fresh connection's parser state, keeping what the stream has seen. */
+  rewind () {
+    this.phase = CONNECTING
+    this.head = null
+    this.chunked = false
+    this.cs = C_SIZE
+    this.csize = 0
+    this.crem = 0
+    this.rest = null
+    this.evSeq = -1
+    this.evControl = false
+    this.live = false
+    this.ttfb = -1
+    this.tlive = -1
+    this.closedEarly = false
   }
 
   data (b, p, end) {
@@ -322,8 +336,12 @@ class Stream {
  *   pool.startRecording(); ... ; pool.report(expected)
  */
 export class SsePool {
-  constructor ({ targets, requestFor, connectTimeoutMs = 30000, localAddresses = null }) {
+  constructor ({ targets, requestFor, connectTimeoutMs = 30000, localAddresses = null, liveOnHead = false, trackIds = false }) {
     this.targets = targets
+    // nchan writes no id frame when a stream opens: there the response head means live.
+    this.liveOnHead = liveOnHead
+    this.trackIds = trackIds
+    this.storm = null
     this.requestFor = requestFor
     this.connectTimeoutMs = connectTimeoutMs
     this.localAddresses = localAddresses
@@ -348,11 +366,42 @@ export class SsePool {
   }
 
   onLive (st) {
+    const storm = this.storm
+    if (storm !== null && st.reconnecting === true) {
+      st.reconnecting = false
+      clearTimeout(st.timer)
+      st.timer = undefined
+      storm.back++
+      storm.inflight--
+      storm.lastLiveAt = nowMs()
+      storm.toLive.record(storm.lastLiveAt - storm.killedAt)
+      this.pumpStorm()
+      return
+    }
     this.liveHist.record(st.tlive)
     this.settle(st)
   }
 
   onFail (st, reason, wasOpen) {
+    const storm = this.storm
+    if (storm !== null && (wasOpen || st.reconnecting === true)) {
+      // The instance went away (or a reconnect attempt failed): resume elsewhere.
+      if (wasOpen) {
+        this.openCount--
+        storm.lostStreams++
+        if (storm.killedAt === 0) storm.killedAt = nowMs()
+      } else {
+        storm.inflight--
+        storm.retries++
+        storm.failures[reason] = (storm.failures[reason] ?? 0) + 1
+      }
+      if (st.timer !== undefined) clearTimeout(st.timer)
+      st.timer = undefined
+      st.reconnecting = true
+      storm.queue.push(st)
+      this.pumpStorm()
+      return
+    }
     if (wasOpen) {
       this.dropped++
       this.openCount--
@@ -372,13 +421,16 @@ export class SsePool {
     if (w !== null) w(st)
   }
 
-  connect (index) {
-    const st = new Stream(this, index)
-    this.streams.push(st)
-    const target = this.targets[index % this.targets.length]
+  connect (index, again = null) {
+    const st = again ?? new Stream(this, index)
+    if (again === null) this.streams.push(st)
+    else st.rewind()
+    const targets = again === null ? this.targets : this.storm.targets
+    const target = targets[index % targets.length]
     const { path, headers } = this.requestFor(index)
     let req = `GET ${path} HTTP/1.1\r\nHost: ${target.host}:${target.port}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n`
     for (const [k, v] of Object.entries(headers ?? {})) req += `${k}: ${v}\r\n`
+    if (again !== null && st.lastId !== null) req += `Last-Event-ID: ${st.lastId}\r\n`
     req += '\r\n'
     st.startedAt = nowMs()
     st.phase = HEAD
@@ -386,13 +438,36 @@ export class SsePool {
     if (this.localAddresses !== null) opts.localAddress = this.localAddresses[index % this.localAddresses.length]
     const socket = net.connect(opts)
     st.socket = socket
+    // A reconnected stream reuses its Stream: events of the old socket must not reach it.
     socket.on('connect', () => socket.write(req))
-    socket.on('data', (b) => st.onData(b))
-    socket.on('error', (err) => st.fail(err.code ?? err.message))
-    socket.on('close', () => st.fail('socket closed'))
-    socket.on('end', () => st.fail('server ended the stream'))
+    socket.on('data', (b) => { if (st.socket === socket) st.onData(b) })
+    socket.on('error', (err) => { if (st.socket === socket) st.fail(err.code ?? err.message) })
+    socket.on('close', () => { if (st.socket === socket) st.fail('socket closed') })
+    socket.on('end', () => { if (st.socket === socket) st.fail('server ended the stream') })
     st.timer = setTimeout(() => st.fail('connect timeout'), this.connectTimeoutMs)
     return st
+  }
+
+  /**
+   * Reconnect-storm mode: a live stream whose connection ends reconnects to `targets` with its
+   * Last-Event-ID, at most `concurrency` handshakes in flight; a failed attempt queues again.
+   */
+  armStorm ({ targets, concurrency }) {
+    this.storm = { targets, concurrency, queue: [], inflight: 0, back: 0, lostStreams: 0, retries: 0, failures: {}, killedAt: 0, lastLiveAt: 0, toLive: new Histogram(), latency: new Histogram(), recording: false }
+  }
+
+  pumpStorm () {
+    const s = this.storm
+    while (s.inflight < s.concurrency && s.queue.length > 0) {
+      const st = s.queue.shift()
+      s.inflight++
+      this.connect(st.index, st)
+    }
+  }
+
+  stormStatus () {
+    const s = this.storm
+    return { lostStreams: s.lostStreams, back: s.back, pending: s.queue.length + s.inflight, retries: s.retries, failures: s.failures, killedAt: s.killedAt, lastLiveAt: s.lastLiveAt }
   }
 
   /**

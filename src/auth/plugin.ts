@@ -13,6 +13,9 @@ export interface Claims {
   role?: string
   /** Seconds since epoch. */
   exp?: number
+  /** Token id and issue time (seconds): what POST /disconnect revokes by. */
+  jti?: string
+  iat?: number
 }
 
 export const TICKET_TTL_MS = 30_000
@@ -36,7 +39,14 @@ function toClaims (payload: any): Claims {
   if (!Array.isArray(channels) || !channels.every((c: unknown) => typeof c === 'string')) {
     throw errors.unauthorized('token "channels" claim must be a list of strings')
   }
-  return { sub: payload.sub, channels, role: typeof payload.role === 'string' ? payload.role : undefined, exp: typeof payload.exp === 'number' ? payload.exp : undefined }
+  return {
+    sub: payload.sub,
+    channels,
+    role: typeof payload.role === 'string' ? payload.role : undefined,
+    exp: typeof payload.exp === 'number' ? payload.exp : undefined,
+    jti: typeof payload.jti === 'string' && payload.jti.length > 0 && payload.jti.length <= 256 ? payload.jti : undefined,
+    iat: typeof payload.iat === 'number' ? payload.iat : undefined
+  }
 }
 
 function jwtProblem (err: any): string {
@@ -51,7 +61,14 @@ function jwtProblem (err: any): string {
   }
 }
 
-async function authPlugin (app: FastifyInstance, opts: { config: Config, store: Store }): Promise<void> {
+export interface AuthPluginOptions {
+  config: Config
+  store: Store
+  /** Why a verified token may not be used (revoked), or null; synchronous unless it must ask a store. */
+  refuse?: (claims: Claims) => string | null | Promise<string | null>
+}
+
+async function authPlugin (app: FastifyInstance, opts: AuthPluginOptions): Promise<void> {
   const { jwt } = opts.config
   await app.register(fastifyCookie)
   await app.register(fastifyJwt, {
@@ -63,14 +80,26 @@ async function authPlugin (app: FastifyInstance, opts: { config: Config, store: 
     }
   })
 
-  const verify = (token: string): Claims => {
+  const refuse = opts.refuse
+  const allowed = (claims: Claims): Claims | Promise<Claims> => {
+    if (refuse === undefined) return claims
+    const why = refuse(claims)
+    if (why === null) return claims
+    if (typeof why === 'string') throw errors.unauthorized(why)
+    return why.then(w => {
+      if (w !== null) throw errors.unauthorized(w)
+      return claims
+    })
+  }
+
+  const verify = (token: string): Claims | Promise<Claims> => {
     let payload: unknown
     try {
       payload = app.jwt.verify(token)
     } catch (err) {
       throw errors.unauthorized(jwtProblem(err))
     }
-    return toClaims(payload)
+    return allowed(toClaims(payload))
   }
 
   app.decorate('auth', {
@@ -87,7 +116,7 @@ async function authPlugin (app: FastifyInstance, opts: { config: Config, store: 
         if (raw === null) throw errors.unauthorized('ticket is unknown, expired or already used')
         const claims = JSON.parse(raw) as Claims
         if (claims.exp !== undefined && claims.exp * 1000 <= Date.now()) throw errors.unauthorized('token expired')
-        return claims
+        return await allowed(claims)
       }
       if (o.query === true && typeof q?.access_token === 'string') return verify(q.access_token)
       const cookie = request.cookies?.sse_token

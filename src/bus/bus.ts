@@ -1,19 +1,31 @@
 /**
  * The bus contract. Every source of messages (HTTP publish, the publisher helper, Replicate
- * updates) calls `publish`; every stream is fed by `subscribe`. Two implementations keep the
- * same guarantees: memory-bus.ts (one process) and redis-bus.ts (many instances, one Redis).
+ * updates) calls `publish`; every stream is fed by `subscribe`. Three implementations keep the
+ * same guarantees: memory-bus.ts (one process), redis/redis-bus.ts (many instances, one Redis)
+ * and redis/cluster-bus.ts (Redis Cluster); test/bus.test.ts runs one suite against all three.
+ * The key-value Store (store.ts) is a separate contract, made beside the bus, not part of it.
  *
- * Guarantees:
+ * Guarantees (and the edge cases callers rely on):
  * 1. `publish` is atomic per call: every message of the call is appended to its channel's
  *    history AND published live, or none is (a message is never live-only or history-only).
- *    It resolves with the ids assigned, in input order.
- * 2. Ids are `<ms>-<seq>` (Redis Stream ids) and strictly increase per channel.
+ *    It resolves with the ids assigned, in input order; `publish([])` resolves `[]`. It rejects
+ *    when the bus is closed or not connected (the edge answers 503). On Redis Cluster a call
+ *    spanning hash slots is atomic per slot, not per call (docs/architecture.md).
+ * 2. Ids are `<ms>-<seq>` (Redis Stream ids) and strictly increase per channel. ZERO_ID ('0-0')
+ *    is below every id and means "nothing yet".
  * 3. Once `subscribe` resolves, the listener receives every message of that channel with an id
  *    greater than `position(channel)` at that moment, in id order, exactly once, even across a
  *    lost Redis connection (the gap is refilled from history). If the gap is larger than the
  *    history, `onReset` is called instead and delivery continues from the newest message.
- * 4. `read(channel, after)` returns the history after a cursor id, or `reset: true` when that
- *    cursor is older than what history still holds.
+ *    The same listener subscribed twice to a channel counts once; unsubscribing a listener that
+ *    is not subscribed does nothing. Listeners are called synchronously and must not throw.
+ * 4. `read(channel, after)` returns the history after the id `after` (ZERO_ID: all of it),
+ *    oldest first; or `reset: true` with no messages when `after` is older than what history
+ *    still holds, above the channel's head (another history), or names a channel whose history
+ *    is gone. A channel with no history reads as empty, not reset, from ZERO_ID. `head` is the
+ *    channel's newest id at read time in every case.
+ * 5. `head(channel)` is the channel's newest id (ZERO_ID when it has no history), read without
+ *    any message: a stream that starts "from now" resumes after it.
  */
 export interface Envelope {
   channel: string
@@ -40,32 +52,26 @@ export interface ReadResult {
   reset: boolean
 }
 
-/** Small key-value store with TTLs: tickets, prediction owners, poller locks, webhook ids. */
-export interface Store {
-  /** Sets `key`; with `nx` only when absent. Resolves true when written. */
-  set (key: string, value: string, ttlMs: number, nx?: boolean): Promise<boolean>
-  get (key: string): Promise<string | null>
-  /** Gets and deletes in one step (single-use tickets). */
-  take (key: string): Promise<string | null>
-  del (key: string): Promise<void>
-  /** Extends the TTL only while the key still holds `value` (lock renewal). */
-  refresh (key: string, value: string, ttlMs: number): Promise<boolean>
-  /** Deletes only while the key still holds `value` (lock release). */
-  release (key: string, value: string): Promise<boolean>
-}
+export type { Store } from './store'
 
 export interface Bus {
   readonly kind: 'memory' | 'redis' | 'redis-cluster'
-  readonly store: Store
   publish (messages: Envelope[]): Promise<string[]>
   subscribe (channel: string, listener: Listener): Promise<void>
   unsubscribe (channel: string, listener: Listener): void
-  /** The id of the last message delivered live on a subscribed channel. */
+  /**
+   * The id of the last message delivered live on a channel this instance subscribes to
+   * (ZERO_ID before the first); where guarantee 3's "greater than" starts. Only meaningful
+   * while subscribed.
+   */
   position (channel: string): string
   read (channel: string, after: string): Promise<ReadResult>
+  head (channel: string): Promise<string>
+  /** Connected: publish and read may succeed now (readiness probe, stream admission). */
   isReady (): boolean
   /** Channels with a live subscription held by this instance. */
   subscriptionCount (): number
+  /** Ends every subscription; publish rejects afterwards. */
   close (): Promise<void>
 }
 

@@ -1,4 +1,4 @@
-import { compareIds, ZERO_ID, type Bus, type BusMessage, type Envelope, type Listener, type ReadResult, type Store } from './bus'
+import { compareIds, ZERO_ID, type Bus, type BusMessage, type Envelope, type Listener, type ReadResult } from './bus'
 
 interface History {
   ring: BusMessage[]
@@ -21,7 +21,6 @@ export interface MemoryBusOptions {
  */
 export class MemoryBus implements Bus {
   readonly kind = 'memory'
-  readonly store: Store
   private readonly histories = new Map<string, History>()
   private readonly listeners = new Map<string, Set<Listener>>()
   private readonly size: number
@@ -35,7 +34,6 @@ export class MemoryBus implements Bus {
     this.size = opts.historySize
     this.ttlMs = opts.historyTtlS * 1000
     this.now = opts.now ?? Date.now
-    this.store = new MemoryStore(this.now)
   }
 
   private nextId (): string {
@@ -122,6 +120,15 @@ export class MemoryBus implements Bus {
     return { messages, head: h.lastId, reset: false }
   }
 
+  async head (channel: string): Promise<string> {
+    return this.history(channel)?.lastId ?? ZERO_ID
+  }
+
+  /** The id just below the oldest retained message (history pages start there). */
+  floor (channel: string): string {
+    return this.history(channel)?.maxDeleted ?? ZERO_ID
+  }
+
   isReady (): boolean {
     return !this.closed
   }
@@ -133,55 +140,5 @@ export class MemoryBus implements Bus {
   async close (): Promise<void> {
     this.closed = true
     this.listeners.clear()
-  }
-}
-
-export class MemoryStore implements Store {
-  private readonly items = new Map<string, { value: string, expiresAt: number }>()
-  constructor (private readonly now: () => number = Date.now) {}
-
-  private live (key: string): { value: string, expiresAt: number } | undefined {
-    const it = this.items.get(key)
-    if (it !== undefined && it.expiresAt <= this.now()) {
-      this.items.delete(key)
-      return undefined
-    }
-    return it
-  }
-
-  async set (key: string, value: string, ttlMs: number, nx = false): Promise<boolean> {
-    if (nx && this.live(key) !== undefined) return false
-    this.items.set(key, { value, expiresAt: this.now() + ttlMs })
-    // Bounded memory without a timer per key: sweep expired entries now and then.
-    if (this.items.size % 1024 === 0) for (const k of this.items.keys()) this.live(k)
-    return true
-  }
-
-  async get (key: string): Promise<string | null> {
-    return this.live(key)?.value ?? null
-  }
-
-  async take (key: string): Promise<string | null> {
-    const it = this.live(key)
-    this.items.delete(key)
-    return it?.value ?? null
-  }
-
-  async del (key: string): Promise<void> {
-    this.items.delete(key)
-  }
-
-  async refresh (key: string, value: string, ttlMs: number): Promise<boolean> {
-    const it = this.live(key)
-    if (it === undefined || it.value !== value) return false
-    it.expiresAt = this.now() + ttlMs
-    return true
-  }
-
-  async release (key: string, value: string): Promise<boolean> {
-    const it = this.live(key)
-    if (it === undefined || it.value !== value) return false
-    this.items.delete(key)
-    return true
   }
 }

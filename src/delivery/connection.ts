@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http'
 import { compareIds } from '../bus/bus'
 import type { Metrics } from '../metrics/metrics'
-import { HEARTBEAT } from './sse'
+import { controlFrame, HEARTBEAT } from './sse'
 
 /** One message, framed once, shared by every connection that receives it. */
 export interface Frame {
@@ -13,11 +13,13 @@ export interface Frame {
   body: string
 }
 
-export type CloseReason = 'client' | 'slow_consumer' | 'auth_expired' | 'drain' | 'error' | 'shutdown'
+export type CloseReason = 'client' | 'slow_consumer' | 'auth_expired' | 'drain' | 'error' | 'shutdown' | 'revoked'
 
 export interface ConnectionOptions {
   res: ServerResponse
   user: string
+  /** The token's `jti`, so a revocation of that token finds its streams. */
+  jti?: string
   channels: string[]
   hash: string
   events: Set<string> | null
@@ -36,6 +38,7 @@ export interface ConnectionOptions {
  */
 export class Connection {
   readonly user: string
+  readonly jti: string | undefined
   readonly channels: string[]
   readonly hash: string
   readonly openedAt = Date.now()
@@ -63,6 +66,7 @@ export class Connection {
   constructor (o: ConnectionOptions) {
     this.res = o.res
     this.user = o.user
+    this.jti = o.jti
     this.channels = o.channels
     this.hash = o.hash
     this.events = o.events
@@ -83,7 +87,7 @@ export class Connection {
   }
 
   /** Sets where each channel starts (after sync), before live frames are released. */
-  setPositions (positions: string[]): void {
+  setPositions (positions: readonly string[]): void {
     for (let i = 0; i < positions.length; i++) {
       this.pos[i] = positions[i]
       this.queued[i] = positions[i]
@@ -229,6 +233,17 @@ export class Connection {
     if (this.state === 'live') this.flush(Date.now())
     this.res.end(frame)
     this.close(reason)
+  }
+
+  /** Ends the stream with `event: disconnect` (a revoked token or user). */
+  disconnect (reason: string): void {
+    if (this.state === 'closed') return
+    if (!this.res.headersSent) {
+      this.res.destroy()
+      this.close('revoked')
+      return
+    }
+    this.end(controlFrame('disconnect', { reason }), 'revoked')
   }
 
   close (reason: CloseReason): void {

@@ -1,9 +1,32 @@
 import type { Bus, BusMessage, Listener } from '../bus/bus'
-import { errors } from '../errors'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Metrics } from '../metrics/metrics'
+import type { Problem } from '../outcome'
 import { Connection, type CloseReason, type Frame } from './connection'
 import { decodeCursor } from './cursor'
 import { controlFrame, messageBody, retryFrame } from './sse'
+
+/** Where a stream starts, as of the moment its subscriptions are live. */
+export type StreamStart =
+  /** From now on: nothing is replayed. */
+  | { from: 'live' }
+  /**
+   * After a client's cursor (its Last-Event-ID): what it missed is replayed first; a cursor for
+   * another channel set, or older than the history, gets `event: reset` and starts live.
+   */
+  | { from: 'cursor', cursor: string }
+  /**
+   * After these ids, one per channel in the stream's order (e.g. the heads read before a
+   * snapshot was taken, so that whatever was published since is replayed after it).
+   */
+  | { from: 'ids', ids: readonly string[] }
+
+/** A client's Last-Event-ID, or live when it sent none. */
+export function startFrom (lastEventId: string | null): StreamStart {
+  return lastEventId === null ? { from: 'live' } : { from: 'cursor', cursor: lastEventId }
+}
+
+const BUS_POLL_MS = 20
 
 export interface HubOptions {
   batchWindowMs: number
@@ -11,6 +34,8 @@ export interface HubOptions {
   maxConnections: number
   maxConnectionsPerUser: number
   retryMs: number
+  /** How long a new stream waits for a reconnecting bus before its 503. */
+  busWaitMs: number
   log: { info: (o: object, m: string) => void, warn: (o: object, m: string) => void }
 }
 
@@ -41,13 +66,30 @@ export class Hub {
     this.heartbeatTimer.unref()
   }
 
-  /** Throws the limit error a new stream of `user` would hit; counts nothing. */
-  admit (user: string): void {
-    const retry = Math.max(1, Math.ceil(this.opts.retryMs / 1000))
-    if (this.draining) throw errors.draining(retry)
-    if (!this.bus.isReady()) throw errors.busUnavailable()
-    if (this.connections.size >= this.opts.maxConnections) throw errors.instanceFull(retry)
-    if ((this.perUser.get(user) ?? 0) >= this.opts.maxConnectionsPerUser) throw errors.userLimit(this.opts.maxConnectionsPerUser, retry)
+  /**
+   * The limit a new stream of `user` would hit (null: none); counts nothing. While the bus is
+   * reconnecting (a Redis restart or a killed subscriber connection is back within ~100-300 ms)
+   * the stream waits up to `busWaitMs` for it rather than bouncing every client that arrives
+   * in that blip to a 2 s retry; past that it is bus_unavailable. The limits are checked again
+   * after the wait, since other streams may have been admitted meanwhile.
+   */
+  async admit (user: string): Promise<Problem | null> {
+    const first = this.check(user)
+    if (first !== null || this.bus.isReady()) return first
+    const end = Date.now() + this.opts.busWaitMs
+    // Polling keeps this independent of each bus's connection events; it only runs while the
+    // bus is down, for at most busWaitMs.
+    while (!this.bus.isReady() && Date.now() < end) await sleep(BUS_POLL_MS)
+    if (!this.bus.isReady()) return { code: 'bus_unavailable' }
+    return this.check(user)
+  }
+
+  private check (user: string): Problem | null {
+    const retryAfterS = Math.max(1, Math.ceil(this.opts.retryMs / 1000))
+    if (this.draining) return { code: 'draining', retryAfterS }
+    if (this.connections.size >= this.opts.maxConnections) return { code: 'instance_full', retryAfterS }
+    if ((this.perUser.get(user) ?? 0) >= this.opts.maxConnectionsPerUser) return { code: 'too_many_connections', max: this.opts.maxConnectionsPerUser, retryAfterS }
+    return null
   }
 
   get immediate (): boolean {
@@ -57,10 +99,11 @@ export class Hub {
   /**
    * Registers a connection, subscribes its channels, replays what its cursor missed and
    * switches it to live. Subscribing BEFORE reading history is what makes the handover
-   * gapless; the per-channel id check in the connection makes it duplicate-free. `start`
-   * (the response head) runs once every subscription is live.
+   * gapless; the per-channel id check in the connection makes it duplicate-free. `begin`
+   * (the response head) runs once every subscription is live. Rejects when the bus fails
+   * (the stream is then closed by the caller).
    */
-  async attach (conn: Connection, lastEventId: string | null, start?: () => void): Promise<void> {
+  async attach (conn: Connection, start: StreamStart, begin?: () => void): Promise<void> {
     this.connections.add(conn)
     this.perUser.set(conn.user, (this.perUser.get(conn.user) ?? 0) + 1)
     this.m.connectionsActive.set(this.connections.size)
@@ -80,10 +123,12 @@ export class Hub {
     })
     await Promise.all(waits)
     if (conn.closed) return
-    start?.()
+    begin?.()
 
     const n = conn.channels.length
-    const from = lastEventId === null ? null : decodeCursor(lastEventId, conn.hash, n)
+    const from = start.from === 'live'
+      ? null
+      : start.from === 'ids' ? (start.ids.length === n ? start.ids : null) : decodeCursor(start.cursor, conn.hash, n)
     if (from !== null) conn.setPositions(from)
     const positions: string[] = []
     const resetChannels: string[] = []
@@ -93,7 +138,7 @@ export class Hub {
       const ch = conn.channels[i]
       if (from === null) {
         positions.push(this.bus.position(ch))
-        if (lastEventId !== null) resetChannels.push(ch) // a cursor for another channel set
+        if (start.from !== 'live') resetChannels.push(ch) // a cursor for another channel set
         continue
       }
       const r = await this.bus.read(ch, from[i])
@@ -205,22 +250,26 @@ export class Hub {
     }
   }
 
+  /**
+   * Ends this instance's live streams that carry `channel` and nothing else (streams dedicated
+   * to it, like a prediction's), after what they have been handed; streams that carry other
+   * channels too go on. Answers how many ended.
+   */
+  endStreams (channel: string): number {
+    const conns = this.channels.get(channel)
+    if (conns === undefined) return 0
+    let n = 0
+    for (const conn of [...conns.keys()]) {
+      if (conn.state !== 'live' || conn.channels.length !== 1) continue
+      conn.end('', 'client')
+      n++
+    }
+    return n
+  }
+
   /** Local streams on a channel (the Replicate poller polls only while someone watches). */
   watchers (channel: string): number {
     return this.channels.get(channel)?.size ?? 0
-  }
-
-  /**
-   * Ends the live local streams dedicated to `channel` (those carrying no other channel), after
-   * what is already queued to them: a finished prediction ends its own event streams, while a
-   * general stream that also carries the channel goes on. Returns how many ended.
-   */
-  endStreams (channel: string): number {
-    let n = 0
-    for (const c of [...(this.channels.get(channel)?.keys() ?? [])]) {
-      if (c.state === 'live' && c.channels.length === 1) { c.end('', 'client'); n++ }
-    }
-    return n
   }
 
   channelCount (): number {

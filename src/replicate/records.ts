@@ -1,10 +1,10 @@
 // Prediction records: the shared state of every prediction and the only code that changes it.
 // Owners, the latest state, the monotonic update rule, publishing, `done` exactly once, the
-// owner's list. Everything lives in the bus store, so any instance may apply any update; this
+// owner's list. Everything lives in the Store (beside the bus), so any instance may apply any update; this
 // module keeps no timers and knows nothing of HTTP or of who polls.
 import { randomBytes } from 'node:crypto'
 import type { Bus, Envelope, Store } from '../bus/bus'
-import { userChannel } from '../auth/channels'
+import { userChannel } from '../channels'
 import type { Metrics } from '../metrics/metrics'
 import { sleep } from '../shared/sleep'
 import { changePayload, keys, order, toRecord, type FrameOptions, type PredictionRecord, type StatusPayload } from './state'
@@ -14,6 +14,7 @@ export type ApplyOutcome = 'ok' | 'duplicate' | 'stale'
 
 export interface RecordsDeps {
   bus: Bus
+  store: Store
   metrics: Pick<Metrics, 'published'>
   /** this process, for the `done` claim */
   instanceId: string
@@ -39,7 +40,7 @@ export class PredictionRecords {
   private readonly chains = new Map<string, Promise<unknown>>()
 
   constructor (readonly deps: RecordsDeps) {
-    this.store = deps.bus.store
+    this.store = deps.store
   }
 
   async owner (id: string): Promise<string | null> {

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Bus, Listener } from '../bus/bus'
 import { compareIds } from '../bus/bus'
-import { userChannel } from '../auth/channels'
+import { userChannel } from '../channels'
 import { Poller, type PollerHost } from './poller'
 import { keys } from './state'
 

@@ -2,7 +2,7 @@
 // and taking webhooks, over the records (shared state), the scheduler (who polls) and the
 // upstream client. It knows nothing of HTTP: the edge (src/routes/) maps its errors.
 import { randomBytes } from 'node:crypto'
-import type { Bus } from '../bus/bus'
+import type { Bus, Store } from '../bus/bus'
 import type { Metrics } from '../metrics/metrics'
 import type { PollerHost, PollerTiming } from './poller'
 import { PredictionRecords, type ApplyOutcome } from './records'
@@ -46,6 +46,7 @@ export interface ReplicateSettings {
 
 export interface ServiceDeps {
   bus: Bus
+  store: Store
   streams: LocalStreams
   metrics: Metrics
   replicate: ReplicateSettings
@@ -77,6 +78,7 @@ export class PredictionService {
     this.retryBaseDelayMs = opts.retryBaseDelayMs ?? 1000
     this.records = new PredictionRecords({
       bus: deps.bus,
+      store: deps.store,
       metrics: deps.metrics,
       instanceId: this.instanceId,
       recordTtlMs: opts.recordTtlMs ?? 24 * 3600_000,
@@ -124,7 +126,7 @@ export class PredictionService {
     const { metrics, log } = this.deps
     const calls = metrics.replicateCalls
     return {
-      store: this.deps.bus.store,
+      store: this.deps.store,
       timing: this.timing,
       log,
       get: async (id, signal, onRetry) => await this.call('get', () => this.upstream(onRetry).get(id, { signal })),
@@ -137,7 +139,7 @@ export class PredictionService {
       lastWebhookAt: async id => await records.lastWebhookAt(id),
       countPoll: mode => metrics.replicatePolls.labels(mode).inc(),
       follow: async (id, url, { signal }) => {
-        const store = this.deps.bus.store
+        const store = this.deps.store
         const ttl = records.deps.recordTtlMs
         // A follower taking over from a dead one resumes after the last event forwarded.
         const lastEventId = (await store.get(keys.streamCursor(id))) ?? undefined

@@ -1,9 +1,9 @@
 import { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Claims } from '../auth/plugin'
-import { channelSetHash } from '../delivery/cursor'
+import type { StreamStart } from '../delivery/hub'
 import { controlFrame } from '../delivery/sse'
-import { openStream, parseEvents } from '../delivery/stream'
+import { lastEventId, openStream, parseEvents } from './stream'
 import { GatewayError, errors } from '../errors'
 import { keys, publicView, snapshotPayload, type PredictionRecord } from '../replicate/state'
 import { WEBHOOK_EVENTS, isPredictionId, isTerminal, type CreateOptions, type CreatePredictionRequest, type WebhookEvent } from '../replicate/types'
@@ -192,26 +192,28 @@ export default async function predictionRoutes (app: FastifyInstance): Promise<v
     const { claims, id } = await owned(request, { ticket: true, query: true })
     const channel = keys.channel(id)
     const q = request.query as Record<string, unknown>
-    const given = request.headers['last-event-id'] ?? q.lastEventId
+    const given = lastEventId(request)
     let prelude = ''
-    const resuming = typeof given === 'string' && given !== ''
-    const rec = resuming ? null : await (async () => {
+    let start: StreamStart
+    let rec: PredictionRecord | null = null
+    if (given !== null) {
+      // A resuming client gets no snapshot: the replay after its cursor brings every state it
+      // missed in order, and a snapshot first would show a newer state before older ones.
+      start = { from: 'cursor', cursor: given }
+    } else {
       // Resume from the bus head as it was BEFORE the record is read: whatever is published
       // in between is replayed after the prelude, so a joiner never misses a change.
-      const { head } = await app.bus.read(channel, '')
-      request.headers['last-event-id'] = `${channelSetHash([channel])}:${head}`
-      return await svc.record(id)
-    })()
-    // A resuming client gets no prelude: the replay after its cursor brings every state it
-    // missed in order, and a snapshot first would show a newer state before older ones.
-    if (rec !== null) prelude = controlFrame('status', snapshotPayload(rec, svc.deps.frames))
+      start = { from: 'ids', ids: [await app.bus.head(channel)] }
+      rec = await svc.record(id)
+      if (rec !== null) prelude = controlFrame('status', snapshotPayload(rec, svc.deps.frames))
+    }
     if (rec !== null && isTerminal(rec.status)) {
       // Nothing more will come: the final state and the end, without holding a stream open.
       // Sent as a stream (chunked) like every other SSE answer, not as a sized body.
       reply.header('cache-control', 'no-cache').type('text/event-stream; charset=utf-8')
       return await reply.send(Readable.from([prelude + controlFrame('done', { id, status: rec.status })]))
     }
-    await openStream(app, request, reply, { claims, channels: [channel], events: parseEvents(q.events), prelude })
+    await openStream(app, request, reply, { claims, channels: [channel], events: parseEvents(q.events), start, prelude })
     svc.watch(id, claims.sub)
     try {
       // `done` published while this stream attached came with the replay: end it here too.

@@ -1,13 +1,13 @@
 import type { FastifyInstance } from 'fastify'
 import { parsePublishBody } from '../bus/validate'
-import { errors } from '../errors'
+import { errors, orThrow } from '../errors'
 
 export default async function publishRoutes (app: FastifyInstance): Promise<void> {
   const published = app.metrics.published.labels('http')
   app.post('/publish', { bodyLimit: app.config.maxBodyBytes }, async (request, reply) => {
     const claims = await app.auth.claims(request)
     if (claims.role !== 'publisher') throw errors.publisherRequired()
-    const messages = parsePublishBody(request.body, Date.now())
+    const messages = orThrow(parsePublishBody(request.body, Date.now()))
     let ids: string[]
     try {
       // One bus call: the whole request is published atomically or not at all.

@@ -23,6 +23,7 @@ async function replicatePlugin (app: FastifyInstance, opts: ReplicateOptions): P
   const maxFrameBytes = (app.config as { maxFrameBytes?: number }).maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES
   const svc = new PredictionService({
     bus: app.bus,
+    store: app.store,
     streams: app.hub,
     metrics: app.metrics,
     replicate: app.config.replicate,

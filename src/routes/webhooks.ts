@@ -49,8 +49,8 @@ export default async function webhookRoutes (app: FastifyInstance): Promise<void
     // acknowledged without applying it again; other bytes under a used id are a replay.
     const replayKey = `webhook:${sha256(id as string)}`
     const digest = sha256(body)
-    if (!(await app.bus.store.set(replayKey, digest, REPLAY_TTL_MS, true))) {
-      if ((await app.bus.store.get(replayKey)) === digest) {
+    if (!(await app.store.set(replayKey, digest, REPLAY_TTL_MS, true))) {
+      if ((await app.store.get(replayKey)) === digest) {
         count('redelivered')
         return { ok: true }
       }
@@ -73,7 +73,7 @@ export default async function webhookRoutes (app: FastifyInstance): Promise<void
       count(await svc.webhook(snapshot))
     } catch (err) {
       // Replicate retries a failed delivery with the same id: let that retry through.
-      await app.bus.store.del(replayKey).catch(() => {})
+      await app.store.del(replayKey).catch(() => {})
       count('error')
       throw err
     }

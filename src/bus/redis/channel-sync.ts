@@ -1,5 +1,4 @@
-import { compareIds, ZERO_ID, type BusMessage, type Listener, type ReadResult } from './bus'
-import { decodeStored } from './codec'
+import { compareIds, ZERO_ID, type BusMessage, type Listener, type ReadResult } from '../bus'
 
 /**
  * The per-channel state machine of the Redis buses (redis-bus.ts on one Redis, cluster-bus.ts on
@@ -28,6 +27,7 @@ export interface ChannelState {
 
 export interface ChannelSyncOptions {
   read: (channel: string, after: string) => Promise<ReadResult>
+  head: (channel: string) => Promise<string>
   log?: { warn: (obj: object, msg: string) => void }
 }
 
@@ -101,9 +101,9 @@ export class ChannelSync {
       if (this.closed || this.channels.get(channel) !== st || st.gen !== gen) return
       try {
         if (!st.known) {
-          const r = await this.opts.read(channel, '')
+          const head = await this.opts.head(channel)
           if (st.gen !== gen) return
-          st.lastId = r.head
+          st.lastId = head
           st.known = true
         } else {
           const r = await this.opts.read(channel, st.lastId)
@@ -131,35 +131,5 @@ export class ChannelSync {
     this.closed = true
     for (const st of this.channels.values()) st.resolve()
     this.channels.clear()
-  }
-}
-
-/** What READ_LUA returns: reset flag, head id, entries `[id, ['m', envelope]]`. */
-export type ReadReply = [number, string, Array<[string, string[]]>]
-
-/**
- * Reads a channel's history after `after` with READ_LUA, paging until it is drained: the
- * `read` of both Redis buses. `run` executes the script on the history key.
- */
-export async function readHistory (
-  run: (key: string, after: string, count: string) => Promise<ReadReply>,
-  key: string,
-  after: string,
-  historySize: number,
-  onDropped?: (reason: string) => void
-): Promise<ReadResult> {
-  const count = historySize + 1
-  const messages: BusMessage[] = []
-  let cursor = after
-  for (;;) {
-    const [reset, head, entries] = await run(key, cursor, String(count))
-    if (reset === 1) return { messages: [], head, reset: true }
-    for (const [id, fields] of entries) {
-      const m = decodeStored(id, fields[1])
-      if (m !== null) messages.push(m)
-      else onDropped?.('malformed')
-      cursor = id
-    }
-    if (entries.length < count) return { messages, head, reset: false }
   }
 }

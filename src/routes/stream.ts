@@ -1,15 +1,30 @@
+// The HTTP side of a stream: admission as a status code, taking the reply over, the SSE
+// response head. What flows on it afterwards is the hub's (src/delivery/).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Claims } from '../auth/plugin'
-import { Connection } from './connection'
-import { channelSetHash } from './cursor'
-import { controlFrame, retryFrame } from './sse'
+import { Connection } from '../delivery/connection'
+import { channelSetHash } from '../delivery/cursor'
+import { startFrom, type StreamStart } from '../delivery/hub'
+import { controlFrame, retryFrame } from '../delivery/sse'
+import { errors, problemError, sendError } from '../errors'
 
 export interface StreamSpec {
   claims: Claims
   channels: string[]
   events: Set<string> | null
+  /** Where the stream starts; default: the client's Last-Event-ID (header or `lastEventId`). */
+  start?: StreamStart
   /** Frames written before history and live (e.g. a prediction's latest state); they carry no id. */
   prelude?: string
+}
+
+/** The client's cursor: the Last-Event-ID header, else the `lastEventId` query parameter. */
+export function lastEventId (request: FastifyRequest): string | null {
+  const q = request.query as Record<string, unknown>
+  const header = request.headers['last-event-id']
+  return typeof header === 'string' && header.length > 0
+    ? header
+    : typeof q.lastEventId === 'string' && q.lastEventId.length > 0 ? q.lastEventId : null
 }
 
 /**
@@ -18,12 +33,9 @@ export interface StreamSpec {
  */
 export async function openStream (app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, spec: StreamSpec): Promise<void> {
   const { hub, config } = app
-  hub.admit(spec.claims.sub)
-  const q = request.query as Record<string, unknown>
-  const header = request.headers['last-event-id']
-  const lastEventId = typeof header === 'string' && header.length > 0
-    ? header
-    : typeof q.lastEventId === 'string' && q.lastEventId.length > 0 ? q.lastEventId : null
+  const refusal = await hub.admit(spec.claims.sub)
+  if (refusal !== null) throw problemError(refusal)
+  const start = spec.start ?? startFrom(lastEventId(request))
 
   reply.hijack()
   const res = reply.raw
@@ -36,7 +48,7 @@ export async function openStream (app: FastifyInstance, request: FastifyRequest,
   }
   // The 200 goes out only once the subscriptions are live: a client that sees the stream
   // open may rely on every later publish reaching it.
-  const start = (): void => {
+  const begin = (): void => {
     res.writeHead(200, headers)
     // The gateway batches by itself; Nagle would only add delay on top of the window.
     request.raw.socket.setNoDelay(true)
@@ -46,6 +58,7 @@ export async function openStream (app: FastifyInstance, request: FastifyRequest,
   const conn = new Connection({
     res,
     user: spec.claims.sub,
+    jti: spec.claims.jti,
     channels: spec.channels,
     hash: channelSetHash(spec.channels),
     events: spec.events,
@@ -58,15 +71,12 @@ export async function openStream (app: FastifyInstance, request: FastifyRequest,
   if (spec.claims.exp !== undefined) {
     conn.expireAt(spec.claims.exp * 1000, controlFrame('auth-expired', { reason: 'token expired' }))
   }
-  request.log.info({ user: spec.claims.sub, channels: spec.channels.length, resume: lastEventId !== null }, 'stream opened')
+  request.log.info({ user: spec.claims.sub, channels: spec.channels.length, resume: start.from === 'cursor' }, 'stream opened')
   try {
-    await hub.attach(conn, lastEventId, start)
+    await hub.attach(conn, start, begin)
   } catch (err) {
     request.log.warn({ err }, 'stream sync failed')
-    if (!res.headersSent) {
-      res.writeHead(503, { 'content-type': 'application/json; charset=utf-8', 'retry-after': '2' })
-      res.end(JSON.stringify({ error: 'bus_unavailable', message: 'could not subscribe the stream; retry' }))
-    }
+    sendError(res, errors.busUnavailable('could not subscribe the stream; retry'))
     conn.close('error')
   }
 }

@@ -1,8 +1,10 @@
-import { Redis, Cluster, type RedisOptions } from 'ioredis'
-import type { Bus, Envelope, Listener, ReadResult, Store } from './bus'
-import { ChannelSync, readHistory, type ReadReply } from './channel-sync'
-import { decodePublished, encodeEnvelope, KeyLayout } from './codec'
-import { PUBLISH_LUA, READ_LUA, REFRESH_LUA, RELEASE_LUA } from './scripts'
+import { Redis, type RedisOptions } from 'ioredis'
+import type { Bus, Envelope, Listener, ReadResult } from '../bus'
+import type { Store } from '../store'
+import { ChannelSync } from './channel-sync'
+import { decodePublished, KeyLayout } from './codec'
+import { defineScripts, headOf, publishArgs, readHistory, type ScriptClient } from './scripts'
+import { RedisStore } from './store'
 
 export interface RedisBusOptions {
   url: string
@@ -14,37 +16,13 @@ export interface RedisBusOptions {
   log?: { warn: (obj: object, msg: string) => void }
 }
 
-export type ScriptClient = Redis & {
-  ssePublish (numKeys: number, ...args: string[]): Promise<string[]>
-  sseRead (key: string, after: string, count: string): Promise<ReadReply>
-  sseRefresh (key: string, value: string, ttl: string): Promise<number>
-  sseRelease (key: string, value: string): Promise<number>
-}
-
-/** `publishLua`: PUBLISH_LUA, or SPUBLISH_LUA on Redis Cluster. */
-export function defineScripts (r: Redis | Cluster, publishLua = PUBLISH_LUA): void {
-  r.defineCommand('ssePublish', { lua: publishLua })
-  r.defineCommand('sseRead', { numberOfKeys: 1, lua: READ_LUA })
-  r.defineCommand('sseRefresh', { numberOfKeys: 1, lua: REFRESH_LUA })
-  r.defineCommand('sseRelease', { numberOfKeys: 1, lua: RELEASE_LUA })
-}
-
-/** Builds the argument list of PUBLISH_LUA; shared with the publisher helper. */
-export function publishArgs (keys: KeyLayout, messages: Envelope[], historySize: number, ttlS: number): string[] {
-  const args: string[] = [String(messages.length)]
-  for (const m of messages) args.push(keys.history(m.channel))
-  args.push(String(historySize), String(ttlS))
-  for (const m of messages) args.push(keys.pubsub(m.channel), encodeEnvelope(m))
-  return args
-}
-
 /**
  * The multi-instance bus: one command connection and ONE subscriber connection per instance,
  * whatever the number of streams. Channel subscriptions are reference-counted by listener.
  */
 export class RedisBus implements Bus {
   readonly kind = 'redis'
-  readonly store: Store
+  /** The command connection (publish, history, and the store made by `createStore`). */
   private readonly cmd: ScriptClient
   private readonly sub: Redis
   private readonly keys: KeyLayout
@@ -58,12 +36,12 @@ export class RedisBus implements Bus {
     this.keys = new KeyLayout(opts.prefix)
     const base: RedisOptions = { lazyConnect: true, maxRetriesPerRequest: 2, retryStrategy: (n: number) => Math.min(50 * 2 ** n, 2000) }
     // Commands fail fast while Redis is away: a publish answers 503 instead of hanging.
-    this.cmd = new Redis(opts.url, { ...base, enableOfflineQueue: false, connectionName: 'sse-gateway:cmd' }) as ScriptClient
+    // Named with the prefix, so CLIENT LIST tells which deployment (or test) holds a connection.
+    this.cmd = new Redis(opts.url, { ...base, enableOfflineQueue: false, connectionName: `sse-gateway:cmd:${opts.prefix}` }) as ScriptClient
     // We resubscribe ourselves so that each channel's gap is refilled from history first.
-    this.sub = new Redis(opts.url, { ...base, autoResubscribe: false, connectionName: 'sse-gateway:sub' })
+    this.sub = new Redis(opts.url, { ...base, autoResubscribe: false, connectionName: `sse-gateway:sub:${opts.prefix}` })
     defineScripts(this.cmd)
-    this.store = new RedisStore(this.cmd, this.keys)
-    this.sync = new ChannelSync({ read: (channel, after) => this.read(channel, after), log: opts.log })
+    this.sync = new ChannelSync({ read: (channel, after) => this.read(channel, after), head: (channel) => this.head(channel), log: opts.log })
     this.sub.on('message', (ch: string, payload: string) => this.onPubsub(ch, payload))
     this.sub.on('ready', () => {
       if (this.everReady) this.resync()
@@ -105,6 +83,15 @@ export class RedisBus implements Bus {
     return await readHistory((key, cursor, count) => this.cmd.sseRead(key, cursor, count), this.keys.history(channel), after, this.opts.historySize, this.opts.onDropped)
   }
 
+  async head (channel: string): Promise<string> {
+    return await headOf((key, cursor, count) => this.cmd.sseRead(key, cursor, count), this.keys.history(channel))
+  }
+
+  /** A Store on this bus's command connection and prefix; it lives as long as the bus. */
+  createStore (): Store {
+    return new RedisStore(this.cmd, this.keys)
+  }
+
   isReady (): boolean {
     return !this.closed && this.cmd.status === 'ready' && this.sub.status === 'ready'
   }
@@ -142,35 +129,5 @@ export class RedisBus implements Bus {
         for (const [channel, st] of all) void this.sync.fill(channel, st)
       })
       .catch(() => { /* the next 'ready' tries again */ })
-  }
-}
-
-export class RedisStore implements Store {
-  constructor (private readonly r: ScriptClient | (Cluster & Omit<ScriptClient, keyof Redis>), private readonly keys: KeyLayout) {}
-
-  async set (key: string, value: string, ttlMs: number, nx = false): Promise<boolean> {
-    const k = this.keys.store(key)
-    const res = nx ? await this.r.set(k, value, 'PX', ttlMs, 'NX') : await this.r.set(k, value, 'PX', ttlMs)
-    return res === 'OK'
-  }
-
-  async get (key: string): Promise<string | null> {
-    return await this.r.get(this.keys.store(key))
-  }
-
-  async take (key: string): Promise<string | null> {
-    return await this.r.getdel(this.keys.store(key))
-  }
-
-  async del (key: string): Promise<void> {
-    await this.r.del(this.keys.store(key))
-  }
-
-  async refresh (key: string, value: string, ttlMs: number): Promise<boolean> {
-    return (await this.r.sseRefresh(this.keys.store(key), value, String(ttlMs))) === 1
-  }
-
-  async release (key: string, value: string): Promise<boolean> {
-    return (await this.r.sseRelease(this.keys.store(key), value)) === 1
   }
 }

@@ -1,11 +1,11 @@
-import { errors } from '../errors'
+import { ok, refused, type Outcome } from './outcome'
 
 // No whitespace, control characters, glob characters (Redis PSUBSCRIBE) or braces (Redis
 // Cluster hash tags); bounded so a key stays small.
 // eslint-disable-next-line no-control-regex -- rejecting control characters is the point
 const CHANNEL_RE = /^[^\s\x00-\x1f\x7f*?[\]{}]{1,200}$/
 const EVENT_RE = /^[A-Za-z0-9_.:-]{1,64}$/
-export const RESERVED_EVENTS = new Set(['reset', 'auth-expired'])
+export const RESERVED_EVENTS = new Set(['reset', 'auth-expired', 'disconnect'])
 
 export function channelProblem (name: unknown): string | null {
   if (typeof name !== 'string') return 'must be a string'
@@ -36,18 +36,19 @@ export function allows (patterns: readonly string[], channel: string): boolean {
 
 /**
  * The channels a stream gets: its own user channel plus each requested one that the token
- * allows. Throws 400 for a bad name and 403 for one the token may not read, before any
- * subscription is made. Sorted, so the cursor's channel order is stable across reconnects.
+ * allows. Refuses a bad name (invalid_channel), one the token may not read (forbidden_channel)
+ * and too many (too_many_channels), before any subscription is made. Sorted, so the cursor's
+ * channel order is stable across reconnects.
  */
-export function streamChannels (sub: string, patterns: readonly string[], requested: readonly string[], max: number): string[] {
+export function streamChannels (sub: string, patterns: readonly string[], requested: readonly string[], max: number): Outcome<string[]> {
   const own = userChannel(sub)
   const set = new Set<string>([own])
   for (const ch of requested) {
     const problem = channelProblem(ch)
-    if (problem !== null) throw errors.invalidChannel(`channel "${ch}"`, problem)
-    if (ch !== own && !allows(patterns, ch)) throw errors.forbiddenChannel(ch)
+    if (problem !== null) return refused({ code: 'invalid_channel', where: `channel "${ch}"`, why: problem })
+    if (ch !== own && !allows(patterns, ch)) return refused({ code: 'forbidden_channel', channel: ch })
     set.add(ch)
   }
-  if (set.size > max) throw errors.tooManyChannels(max)
-  return [...set].sort()
+  if (set.size > max) return refused({ code: 'too_many_channels', max })
+  return ok([...set].sort())
 }

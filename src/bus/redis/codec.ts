@@ -1,4 +1,4 @@
-import type { BusMessage, Envelope } from './bus'
+import type { BusMessage, Envelope } from '../bus'
 
 /**
  * Where a channel lives in Redis. In a cluster the channel name is wrapped in a hash tag so

@@ -1,0 +1,88 @@
+#!/usr/bin/env node
+// Fan-out micro-benchmark: one message to N in-memory connections, no sockets. It runs the
+// gateway's own Hub, Connection and memory bus from dist/ with a response object whose socket
+// only counts what it is given, so what it measures is the JS cost per recipient (framing the
+// cursor, queueing, the write call) without the ~10 µs kernel cost of a real write
+// (bench/lib/write-cost.mjs has that).
+//
+//   node --expose-gc bench/fanout.mjs [N,N,...=1000,10000,100000] [rounds=30]
+
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { EventEmitter } from 'node:events'
+
+const ROOT = join(import.meta.dirname, '..')
+const dist = (p) => import(pathToFileURL(join(ROOT, 'dist', p)).href)
+const { Hub } = await dist('delivery/hub.js')
+const { Connection } = await dist('delivery/connection.js')
+const { MemoryBus } = await dist('bus/memory-bus.js')
+const { createMetrics } = await dist('metrics/metrics.js')
+const { channelSetHash } = await dist('delivery/cursor.js')
+
+const sizes = (process.argv[2] ?? '1000,10000,100000').split(',').map(Number)
+const rounds = Number(process.argv[3] ?? 30)
+const gc = globalThis.gc ?? (() => {})
+const quiet = { info () {}, warn () {} }
+
+/** A ServerResponse stand-in on the direct-write path: head sent, chunked, nothing queued. */
+class Sink extends EventEmitter {
+  constructor (counter) {
+    super()
+    this.headersSent = true
+    this.chunkedEncoding = true
+    this.writableLength = 0
+    this.writableEnded = false
+    this.socket = { writableLength: 0, write: (s) => { counter.writes++; counter.bytes += s.length; return true } }
+  }
+
+  writeHead () {}
+  write (s) { return this.socket.write(s) }
+  end () { this.writableEnded = true }
+  destroy () {}
+}
+
+async function run (n, windowMs) {
+  const bus = new MemoryBus({ historySize: 1000, historyTtlS: 600 })
+  const metrics = createMetrics(undefined, { defaults: false })
+  const hub = new Hub(bus, { batchWindowMs: windowMs, heartbeatMs: 3600000, maxConnections: n + 1, maxConnectionsPerUser: n + 1, retryMs: 3000, log: quiet }, metrics)
+  const counter = { writes: 0, bytes: 0 }
+  const channels = ['topic:bench', 'user:u'] // like a bench stream: a topic and its user channel
+  const hash = channelSetHash(channels)
+  for (let i = 0; i < n; i++) {
+    const conn = new Connection({ res: new Sink(counter), user: 'u', channels, hash, events: null, maxBufferedBytes: 1 << 20, immediate: hub.immediate, metrics, onClose: hub.onClose })
+    await hub.attach(conn, null)
+  }
+  const pad = 'x'.repeat(100)
+  const times = []
+  const allocs = []
+  for (let r = 0; r < rounds; r++) {
+    gc()
+    const w0 = counter.writes
+    const h0 = process.memoryUsage().heapUsed
+    const t0 = process.hrtime.bigint()
+    await bus.publish([{ channel: 'topic:bench', event: 'tick', data: { s: r + 1, t: Date.now(), p: pad }, ts: Date.now() }])
+    // Window 0 writes within the turn (or at its end); a window flushes on its tick: run it now.
+    if (windowMs > 0) hub.flush()
+    else await new Promise(resolve => setImmediate(resolve))
+    const t1 = process.hrtime.bigint()
+    const h1 = process.memoryUsage().heapUsed
+    if (counter.writes - w0 !== n) throw new Error(`round ${r}: ${counter.writes - w0} writes for ${n} connections`)
+    times.push(Number(t1 - t0) / n)
+    allocs.push((h1 - h0) / n)
+  }
+  hub.close()
+  await bus.close()
+  times.sort((a, b) => a - b)
+  allocs.sort((a, b) => a - b)
+  const med = (a) => a[Math.floor(a.length / 2)]
+  return { n, windowMs, nsPerRecipient: Math.round(med(times)), nsPerRecipientBest: Math.round(times[0]), heapBytesPerRecipient: Math.round(med(allocs)), bytesPerWrite: Math.round(counter.bytes / counter.writes) }
+}
+
+process.stdout.write(`fan-out: one message to N connections, median of ${rounds} rounds (Node ${process.version})\n`)
+process.stdout.write('| connections | window | ns per recipient (median / best) | heap allocated per recipient |\n|---|---|---|---|\n')
+for (const n of sizes) {
+  for (const w of [100, 0]) {
+    const r = await run(n, w)
+    process.stdout.write(`| ${n.toLocaleString('en-US')} | ${w} ms | ${r.nsPerRecipient} / ${r.nsPerRecipientBest} | ${r.heapBytesPerRecipient} B |\n`)
+  }
+}

@@ -190,7 +190,8 @@ t.test('webhooks: bad signature, stale timestamp, replayed id, missing headers a
 })
 
 t.test('duplicate and out-of-order webhooks never regress the state', async t => {
-  const { fake, gw } = await setup(t, { fake: { advanceOnGet: false, plan: { steps: 3 } } })
+  // No background refresh on GET here: only the webhooks may move the record.
+  const { fake, gw } = await setup(t, { fake: { advanceOnGet: false, plan: { steps: 3 } }, replicate: { staleMs: 60_000 } })
   const id = await create(gw)
   fake.finish(id)
   const h = fake.history(id) // starting, processing x3, succeeded

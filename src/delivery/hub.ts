@@ -54,6 +54,8 @@ export class Hub {
   private readonly flushTimer: NodeJS.Timeout | null
   private readonly heartbeatTimer: NodeJS.Timeout
   draining = false
+  /** Told of every stream from attach until it leaves (presence). */
+  observer: { opened (conn: Connection): void, closed (conn: Connection): void } | null = null
 
   constructor (private readonly bus: Bus, private readonly opts: HubOptions, private readonly m: Metrics) {
     this.listener = {
@@ -108,6 +110,7 @@ export class Hub {
     this.perUser.set(conn.user, (this.perUser.get(conn.user) ?? 0) + 1)
     this.m.connectionsActive.set(this.connections.size)
     this.m.connectionsOpened.inc()
+    this.observer?.opened(conn)
     const waits: Array<Promise<void>> = []
     conn.channels.forEach((ch, i) => {
       let conns = this.channels.get(ch)
@@ -179,6 +182,7 @@ export class Hub {
 
   private leave (conn: Connection, reason: CloseReason): void {
     if (!this.connections.delete(conn)) return
+    this.observer?.closed(conn)
     const left = (this.perUser.get(conn.user) ?? 1) - 1
     if (left === 0) this.perUser.delete(conn.user)
     else this.perUser.set(conn.user, left)

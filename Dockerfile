@@ -1,4 +1,5 @@
-# syntax=docker/dockerfile:1
+# No `# syntax=` line: with BuildKit it makes every build fetch the dockerfile frontend
+# image from a registry, and nothing here needs a newer syntax than the builder's own.
 
 # Build: full dependency tree, compile TypeScript to dist/.
 FROM node:20-bookworm-slim AS build
@@ -10,7 +11,9 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY client ./client
 COPY scripts ./scripts
-RUN npm run build
+# The dev-only entry points (`npm run dev`, the fake Replicate) are kept out by .dockerignore,
+# so they are never compiled into the image.
+RUN npm run build && rm -f dist/.tsbuildinfo
 
 # Runtime: production dependencies and the compiled output, nothing else.
 FROM node:20-bookworm-slim AS runtime
@@ -19,8 +22,12 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 # No runtime dependency has an install script, and skipping scripts also skips
 # the package's own `prepare` (a build that needs the dev tools left behind).
+# The gateway never runs npm (or yarn, corepack): once the dependencies are in, the
+# package managers go. `-f` because the official base and the CI stand-in ship different sets.
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
- && npm cache clean --force
+ && npm cache clean --force \
+ && rm -rf /usr/local/lib/node_modules /usr/local/bin/npm /usr/local/bin/npx \
+    /usr/local/bin/corepack /usr/local/bin/yarn /usr/local/bin/yarnpkg /opt/yarn-* /root/.npm
 COPY --from=build /app/dist ./dist
 COPY public ./public
 # Files stay root-owned, so the process cannot rewrite its own code.

@@ -4,6 +4,8 @@
 #   nginx         the load-balancer failover test (deploy/nginx.conf)
 #   chromium      browser tests
 #   libnginx-mod-nchan  only with the argument `nchan`: the peer of `npm run bench -- --compare nchan`
+# Other package names as arguments: those instead (the compose end-to-end asks for
+# docker.io, docker-compose and debootstrap this way: .ci/compose-e2e.sh).
 # A machine that already has them costs no apt-get update and prints one line.
 # The machine may be fresh (nothing installed by hand survives), so CI calls this
 # first rather than assuming.
@@ -15,8 +17,12 @@ declare -A provides=(
   [nginx]="nginx"
   [chromium]="chromium"
   [libnginx-mod-nchan]="/usr/lib/nginx/modules/ngx_nchan_module.so"
+  [docker.io]="docker dockerd"
+  [docker-compose]="docker-compose"
+  [debootstrap]="debootstrap"
 )
-wanted=(redis-server nginx chromium)
+wanted=("$@")
+if [ "${#wanted[@]}" -eq 0 ]; then wanted=(redis-server nginx chromium); fi
 if [ "${1:-}" = nchan ]; then wanted=(nginx libnginx-mod-nchan); fi
 
 # a command on PATH, or (starting with /) a file
@@ -24,7 +30,7 @@ present() { if [ "${1:0:1}" = / ]; then [ -e "$1" ]; else command -v "$1" >/dev/
 
 missing=()
 for pkg in "${wanted[@]}"; do
-  for cmd in ${provides[$pkg]}; do
+  for cmd in ${provides[$pkg]:-$pkg}; do
     if ! present "$cmd"; then missing+=("$pkg"); break; fi
   done
 done
@@ -66,7 +72,7 @@ if ! { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
 fi
 
 for pkg in "${missing[@]}"; do
-  for cmd in ${provides[$pkg]}; do
+  for cmd in ${provides[$pkg]:-$pkg}; do
     present "$cmd" || { echo "install-system: $pkg installed but $cmd not found" >&2; exit 1; }
   done
 done

@@ -2,7 +2,8 @@
 // Validates the compose files against the Compose Specification's JSON schema
 // (vendored as deploy/compose-spec.json, since CI has no network) plus the
 // cross-references the schema cannot see but `docker compose up` would trip on.
-// No Docker engine runs in CI, so this is what makes a typo fail the build.
+// Runs in seconds, before .ci/compose-e2e.sh brings the stacks up for real, so a typo
+// fails the build with a line number instead of a compose stack trace.
 //
 //   node .ci/validate-compose.mjs [file.yml ...]   (default: both compose files)
 //

@@ -12,12 +12,15 @@ import { Presence } from './presence/presence'
 import { MemoryPresenceBackend } from './presence/memory'
 import { RedisPresenceBackend } from './presence/redis'
 import { randomBytes } from 'node:crypto'
+import { AuthHook } from './auth/hook'
 
 /** Presence, history pages and revocation: the parts that span instances beside the bus. */
 export interface Features {
   revocations: Revocations
   history: HistoryReader
   presence: Presence
+  /** AUTH_HOOK_URL, or null. */
+  authHook: AuthHook | null
   /** This process among the instances (presence entries, admin stats). */
   instance: string
   close (): Promise<void>
@@ -51,6 +54,7 @@ export async function createFeatures (o: { config: Config, bus: Bus, store: Stor
     revocations,
     history,
     presence,
+    authHook: config.authHook !== undefined ? new AuthHook(config.authHook.url, config.authHook.cacheS) : null,
     instance,
     async close () {
       revocations.close()

@@ -1,6 +1,7 @@
 // Connection below HTTP: a fake response object, no server, no Redis.
 import t from 'tap'
 import { Connection, type CloseReason, type Frame } from '../../src/delivery/connection'
+import { ExpirySweep } from '../../src/delivery/expiry'
 import { messageBody } from '../../src/delivery/sse'
 import { createMetrics } from '../../src/metrics/metrics'
 import { FakeResponse } from '../fake-response'
@@ -28,11 +29,15 @@ function open (o: { channels?: string[], events?: string[], immediate?: boolean,
 const frame = (id: string, data: unknown, o: { event?: string, key?: string, channel?: string } = {}): Frame =>
   ({ id, channel: o.channel ?? 'a', event: o.event ?? 'message', key: o.key, ts: Date.now(), body: messageBody(o.event ?? 'message', data) })
 
-t.test('live and immediate: each frame is written at once with the full cursor as its id', async t => {
+t.test('live, window 0: frames wait for the flush at the end of the turn, then leave in one write, each with the full cursor as its id', async t => {
   const { res, conn } = open({ channels: ['a', 'b'] })
   conn.goLive()
   conn.push(0, frame('1-0', 'x'))
   conn.push(1, frame('5-0', { n: 1 }, { channel: 'b', event: 'note' }))
+  t.equal(res.chunks.length, 0, 'nothing before the flush')
+  t.ok(conn.hasPending())
+  conn.flush(Date.now())
+  t.equal(res.chunks.length, 1, 'one write')
   t.same(res.messages(), [{ data: 'x', id: 'h:1-0,0-0' }, { event: 'note', data: '{"n":1}', id: 'h:1-0,5-0' }])
   t.equal(conn.cursor(), 'h:1-0,5-0')
 })
@@ -45,6 +50,7 @@ t.test('a frame whose id is not above the channel position is dropped (duplicate
   conn.push(0, frame('3-0', 'same'))
   conn.push(0, frame('4-0', 'new'))
   conn.push(0, frame('4-0', 'again'))
+  conn.flush(Date.now())
   t.same(res.messages().map(m => m.data), ['new'])
 })
 
@@ -53,6 +59,7 @@ t.test('?events= filtering happens in the connection', async t => {
   conn.goLive()
   conn.push(0, frame('1-0', 'no', { event: 'drop' }))
   conn.push(0, frame('2-0', 'yes', { event: 'keep' }))
+  conn.flush(Date.now())
   t.same(res.messages().map(m => m.data), ['yes'])
   t.ok(conn.accepts('keep'))
   t.notOk(conn.accepts('drop'))
@@ -65,6 +72,7 @@ t.test('while syncing, live frames wait; goLive releases those above the replaye
   t.equal(res.chunks.length, 0, 'nothing written while syncing')
   conn.setPositions(['1-0'])
   conn.goLive()
+  conn.flush(Date.now())
   t.same(res.messages().map(m => [m.data, m.id]), [['new', 'h:2-0']])
 })
 
@@ -149,10 +157,12 @@ t.test('end flushes what is pending, writes the last frame and reports the reaso
   t.notMatch(res.text(), /after/)
 })
 
-t.test('a token that expires ends the stream with its frame', async t => {
+t.test('a token that expires ends the stream with its frame (the hub\'s expiry sweep)', async t => {
   const { res, conn, closed } = open()
   conn.goLive()
-  conn.expireAt(Date.now() + 20, 'event: auth-expired\ndata: {}\n\n')
+  const sweep = new ExpirySweep<Connection>((c) => c.end('event: auth-expired\ndata: {}\n\n', 'auth_expired'))
+  t.teardown(() => sweep.close())
+  sweep.add(conn, Date.now() + 20)
   await waitFor(() => closed.length === 1, 5000, 'expiry')
   t.same(closed, ['auth_expired'])
   t.match(res.text(), /event: auth-expired/)

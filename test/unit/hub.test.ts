@@ -36,10 +36,15 @@ function setup (t: Test, opts: Partial<HubOptions> = {}, historySize = 100) {
       }
     })
     let begun = false
-    await hub.attach(conn, start, () => { begun = true })
+    await hub.attach(conn, start, () => { begun = true; return '' })
     return { res, conn, begun }
   }
-  const publish = async (channel: string, data: unknown, event = 'm') => (await bus.publish([{ channel, event, data, ts: Date.now() }]))[0]
+  // Window 0 writes at the end of the event-loop turn: the helper resolves after it.
+  const publish = async (channel: string, data: unknown, event = 'm') => {
+    const [id] = await bus.publish([{ channel, event, data, ts: Date.now() }])
+    await new Promise(resolve => setImmediate(resolve))
+    return id
+  }
   return { bus, hub, stream, publish, closed }
 }
 

@@ -11,14 +11,14 @@ import { ClusterBus } from './bus/redis/cluster-bus'
 import { Hub } from './delivery/hub'
 import { createMetrics, type Metrics } from './metrics/metrics'
 import authPlugin from './auth/plugin'
-import { GatewayError, problemError } from './errors'
+import { errors, frameworkError, GatewayError, problemError } from './errors'
 import { Refused } from './outcome'
 import { loggerOptions } from './logger'
 import eventsRoutes from './routes/events'
 import publishRoutes from './routes/publish'
 import ticketRoutes from './routes/tickets'
 import healthRoutes from './routes/health'
-import replicatePlugin, { type ReplicateOptions } from './replicate/plugin'
+import replicatePlugin, { type ReplicateOptions } from './routes/replicate'
 import demoRoutes from './routes/demo'
 import { createFeatures, type Features } from './features'
 import channelRoutes from './routes/channels'
@@ -86,10 +86,11 @@ export async function createBus (config: Config, metrics: Metrics, log?: { warn:
   return new MemoryBus(common)
 }
 
-const CLIENT_ERRORS: Record<string, [number, string, string]> = {
-  HPE_HEADER_OVERFLOW: [431, 'headers_too_large', 'the request headers are too large'],
-  ERR_HTTP_REQUEST_TIMEOUT: [408, 'request_timeout', 'the request took too long to arrive']
+const CLIENT_ERRORS: Record<string, GatewayError> = {
+  HPE_HEADER_OVERFLOW: new GatewayError(431, 'headers_too_large', 'the request headers are too large'),
+  ERR_HTTP_REQUEST_TIMEOUT: new GatewayError(408, 'request_timeout', 'the request took too long to arrive')
 }
+const NOT_HTTP = errors.badRequest(400, 'the request is not valid HTTP')
 
 /**
  * Requests Node's HTTP parser rejects never reach a route: answer them in the gateway's error
@@ -97,10 +98,10 @@ const CLIENT_ERRORS: Record<string, [number, string, string]> = {
  */
 function clientErrorHandler (this: FastifyInstance, err: Error & { code?: string }, socket: import('node:net').Socket): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return
-  const [status, code, message] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'bad_request', 'the request is not valid HTTP']
-  const body = JSON.stringify({ error: code, message })
+  const e = CLIENT_ERRORS[err.code ?? ''] ?? NOT_HTTP
+  const body = JSON.stringify({ error: e.code, message: e.message })
   if (socket.writable) {
-    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+    socket.write(`HTTP/1.1 ${e.statusCode} ${STATUS_CODES[e.statusCode] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
   }
   socket.destroy()
 }
@@ -145,7 +146,8 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     clientErrorHandler,
     // Errors raised before routing (a malformed URL) skip setErrorHandler: same shape here.
     frameworkErrors: (err: Error & { code?: string }, _request: unknown, reply: FastifyReply) => {
-      void reply.code(400).send({ error: 'bad_request', message: err.code === 'FST_ERR_BAD_URL' ? 'the URL is malformed' : err.message })
+      const e = errors.badRequest(400, err.code === 'FST_ERR_BAD_URL' ? 'the URL is malformed' : err.message)
+      void reply.code(e.statusCode).send({ error: e.code, message: e.message })
     },
     ...serverOptions(config)
   }) as unknown as FastifyInstance
@@ -183,27 +185,21 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
       if (err.headers !== undefined) reply.headers(err.headers)
       return reply.code(err.statusCode).send({ error: err.code, message: err.message })
     }
-    const status: number = typeof err.statusCode === 'number' ? err.statusCode : 500
-    if (status >= 500) {
-      request.log.error({ err }, 'request failed')
-      return reply.code(status).send({ error: 'internal_error', message: 'internal error' })
-    }
-    const code = status === 413
-      ? 'payload_too_large'
-      : err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
-        ? 'unsupported_media_type'
-        : /JSON/i.test(String(err.message)) || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ? 'invalid_json' : 'bad_request'
-    return reply.code(status).send({ error: code, message: err.message })
+    const mapped = frameworkError(err)
+    if (mapped.statusCode >= 500) request.log.error({ err }, 'request failed')
+    return reply.code(mapped.statusCode).send({ error: mapped.code, message: mapped.message })
   })
   app.setNotFoundHandler((request, reply) => {
-    reply.code(404).send({ error: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` })
+    const e = errors.noRoute(request.method, request.url.split('?')[0])
+    reply.code(e.statusCode).send({ error: e.code, message: e.message })
   })
 
   let closing = false
   app.addHook('onRequest', async (request, reply) => {
     if (!closing) return
-    reply.code(503).header('connection', 'close').header('retry-after', '1')
-    return await reply.send({ error: 'draining', message: 'this instance is shutting down; retry' })
+    const e = errors.draining(1)
+    reply.code(e.statusCode).headers({ ...e.headers, connection: 'close' })
+    return await reply.send({ error: e.code, message: e.message })
   })
 
   if (config.corsOrigins !== undefined) {
@@ -219,7 +215,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
       maxAge: 600
     })
   }
-  const features = await createFeatures({ config, bus, store, hub, log: app.log })
+  const features = await createFeatures({ config, bus, store, hub, metrics, log: app.log })
   app.decorate('features', features)
   // The revocation check: two Map lookups on every authenticated request, no round trip.
   await app.register(authPlugin, { config, store, refuse: (claims) => features.revocations.check(claims) })

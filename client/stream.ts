@@ -1,4 +1,5 @@
 import { backoffDelay } from './backoff'
+import { sleep } from '../src/shared/sleep'
 import { asClientError, errorFromResponse, GatewayClientError } from './errors'
 import { SseParser, type SseMessage } from './parser'
 import type { CloseReason, Connection, ConnectionStatus, ConnectOptions, EventSourceConstructor, GatewayEvent, StatusInfo } from './types'
@@ -58,15 +59,6 @@ export function parseData (raw: string): { value: unknown, error?: GatewayClient
     }
     return { value: raw }
   }
-}
-
-function sleep (ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) { resolve(); return }
-    const done = (): void => { clearTimeout(timer); signal.removeEventListener('abort', done); resolve() }
-    const timer = setTimeout(done, ms)
-    signal.addEventListener('abort', done)
-  })
 }
 
 /** One tab's own stream (fetch or EventSource), with resume and retries. */

@@ -9,13 +9,13 @@ import { ClusterBus } from './bus/redis/cluster-bus'
 import { Hub } from './delivery/hub'
 import { createMetrics, type Metrics } from './metrics/metrics'
 import authPlugin from './auth/plugin'
-import { GatewayError } from './errors'
+import { errors, frameworkError, GatewayError } from './errors'
 import { loggerOptions } from './logger'
 import eventsRoutes from './routes/events'
 import publishRoutes from './routes/publish'
 import ticketRoutes from './routes/tickets'
 import healthRoutes from './routes/health'
-import replicatePlugin, { type ReplicateOptions } from './replicate/plugin'
+import replicatePlugin, { type ReplicateOptions } from './routes/replicate'
 import demoRoutes from './routes/demo'
 import { createFeatures, type Features } from './features'
 import channelRoutes from './routes/channels'
@@ -80,6 +80,19 @@ export async function createBackend (config: Config, metrics: Metrics, log?: { w
   return { bus, store: storeBeside(bus) }
 }
 
+/**
+ * HTTP/2 over TLS (ALPN; HTTP/1.1 clients still served) when a certificate is configured, h2c
+ * with HTTP2_CLEARTEXT, else HTTP/1.1. Routes, framing and limits are the same on all three;
+ * only the write path differs (src/delivery/connection.ts).
+ */
+function serverOptions (config: Config): Record<string, unknown> {
+  // An HTTP/2 session with no frame for this long is closed; heartbeats keep stream sessions busy.
+  const http2SessionTimeout = Math.max(72000, config.heartbeatMs * 3)
+  if (config.tls !== undefined) return { http2: true, https: { cert: config.tls.cert, key: config.tls.key, allowHTTP1: true }, http2SessionTimeout }
+  if (config.http2Cleartext) return { http2: true, http2SessionTimeout }
+  return {}
+}
+
 export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   const { config } = opts
   const app = Fastify({
@@ -92,8 +105,9 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     requestTimeout: 0,
     return503OnClosing: true,
     // Idle keep-alive sockets would otherwise hold close() for their whole timeout.
-    forceCloseConnections: true
-  })
+    forceCloseConnections: true,
+    ...serverOptions(config)
+  }) as unknown as FastifyInstance
   const metrics = opts.metrics ?? createMetrics()
   const bus = opts.bus ?? await createBus(config, metrics, app.log)
   const store = opts.store ?? storeBeside(bus)
@@ -124,20 +138,13 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
       if (err.headers !== undefined) reply.headers(err.headers)
       return reply.code(err.statusCode).send({ error: err.code, message: err.message })
     }
-    const status: number = typeof err.statusCode === 'number' ? err.statusCode : 500
-    if (status >= 500) {
-      request.log.error({ err }, 'request failed')
-      return reply.code(status).send({ error: 'internal_error', message: 'internal error' })
-    }
-    const code = status === 413
-      ? 'payload_too_large'
-      : err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
-        ? 'unsupported_media_type'
-        : /JSON/i.test(String(err.message)) || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ? 'invalid_json' : 'bad_request'
-    return reply.code(status).send({ error: code, message: err.message })
+    const mapped = frameworkError(err)
+    if (mapped.statusCode >= 500) request.log.error({ err }, 'request failed')
+    return reply.code(mapped.statusCode).send({ error: mapped.code, message: mapped.message })
   })
   app.setNotFoundHandler((request, reply) => {
-    reply.code(404).send({ error: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` })
+    const e = errors.noRoute(request.method, request.url.split('?')[0])
+    reply.code(e.statusCode).send({ error: e.code, message: e.message })
   })
 
   if (config.corsOrigins !== undefined) {

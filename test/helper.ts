@@ -1,5 +1,9 @@
 import net from 'node:net'
-import { randomBytes } from 'node:crypto'
+import { createHash, createPublicKey, randomBytes } from 'node:crypto'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createSigner } from 'fast-jwt'
 import type { FastifyInstance } from 'fastify'
 import { buildApp, type BuildOptions } from '../src/app'
@@ -198,4 +202,29 @@ export class RawStream {
   close (): void {
     this.socket.destroy()
   }
+}
+
+export interface TestCert {
+  certFile: string
+  keyFile: string
+  cert: Buffer
+  /** base64 SHA-256 of the public key (SubjectPublicKeyInfo): Chromium's --ignore-certificate-errors-spki-list. */
+  spki: string
+}
+
+/**
+ * A self-signed certificate for 127.0.0.1 and localhost, made at test time (keys are never
+ * committed) in a temporary directory removed by t.teardown.
+ */
+export function selfSignedCert (t: T): TestCert {
+  const dir = mkdtempSync(join(tmpdir(), 'sse-cert-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const certFile = join(dir, 'cert.pem')
+  const keyFile = join(dir, 'key.pem')
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' })
+  const cert = readFileSync(certFile)
+  const der = createPublicKey(cert).export({ type: 'spki', format: 'der' })
+  return { certFile, keyFile, cert, spki: createHash('sha256').update(der).digest('base64') }
 }

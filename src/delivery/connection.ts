@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http'
+import { constants, Http2ServerResponse, type ServerHttp2Stream } from 'node:http2'
 import { compareIds } from '../bus/bus'
 import type { Metrics } from '../metrics/metrics'
 import { controlFrame, HEARTBEAT } from './sse'
@@ -18,7 +19,8 @@ export interface Frame {
 export type CloseReason = 'client' | 'slow_consumer' | 'auth_expired' | 'drain' | 'error' | 'shutdown' | 'revoked'
 
 export interface ConnectionOptions {
-  res: ServerResponse
+  /** HTTP/1.1 or HTTP/2 (compat API) response; the write path differs, nothing else. */
+  res: ServerResponse | Http2ServerResponse
   user: string
   /** The token's `jti`, so a revocation of that token finds its streams. */
   jti?: string
@@ -56,6 +58,8 @@ export class Connection {
   private readonly queued: string[]
   private readonly events: Set<string> | null
   private readonly res: ServerResponse
+  /** The HTTP/2 stream (flow-controlled per stream), or null on HTTP/1.1 where the socket is ours. */
+  private readonly h2: ServerHttp2Stream | null
   private readonly max: number
   private readonly immediate: boolean
   private readonly m: Metrics
@@ -70,7 +74,10 @@ export class Connection {
   private keys: Map<string, number> | null = null
 
   constructor (o: ConnectionOptions) {
-    this.res = o.res
+    // Both response kinds share the calls used here (write, end, destroy, writableLength,
+    // drain/close events); only writeFrames tells them apart.
+    this.res = o.res as ServerResponse
+    this.h2 = o.res instanceof Http2ServerResponse ? o.res.stream : null
     this.user = o.user
     this.jti = o.jti
     this.channels = o.channels
@@ -189,6 +196,14 @@ export class Connection {
 
   private writeFrames (out: string, n: number, bytes: number): void {
     const res = this.res as ServerResponse & { chunkedEncoding?: boolean }
+    if (this.h2 !== null) {
+      // HTTP/2: many streams share one socket, so there is no direct write; the stream's own
+      // write respects its flow-control window, and what the peer has not let us send stays
+      // in the stream's buffer (writableLength), counted against the budget below.
+      this.h2.write(out)
+      this.wrote(n)
+      return
+    }
     const socket = res.socket
     // writableLength is the response's own queue plus the socket's: equal means nothing queued in
     // the response, so a direct socket write keeps the byte order.
@@ -200,8 +215,12 @@ export class Connection {
     } else {
       res.write(out)
     }
+    this.wrote(n)
+  }
+
+  private wrote (n: number): void {
     this.m.batchSize.observe(n)
-    if (res.writableLength > this.max) this.close('slow_consumer')
+    if (this.res.writableLength > this.max) this.close('slow_consumer')
   }
 
   /** Replay and control output; resolves once the socket took it (backpressure-aware). */
@@ -258,7 +277,12 @@ export class Connection {
     this.frames = []
     this.idx = []
     // A slow consumer is cut off at once: ending gracefully would queue behind its backlog.
-    if (reason === 'slow_consumer' || reason === 'error') this.res.destroy()
+    // On HTTP/2 that is an RST_STREAM saying CANCEL (destroy alone would reset with NO_ERROR,
+    // which a client may take for a complete response); the session's other streams go on.
+    if (reason === 'slow_consumer' || reason === 'error') {
+      if (this.h2 !== null) this.h2.close(constants.NGHTTP2_CANCEL)
+      else this.res.destroy()
+    }
     else if (!this.res.writableEnded) this.res.end()
     this.onClose(this, reason)
   }

@@ -59,6 +59,12 @@ export function createMetrics (registry: Registry = new Registry(), opts: { defa
     labelNames: ['operation', 'outcome'] as const,
     registers: r
   })
+  const replicatePolls = new Counter({
+    name: 'gateway_replicate_polls_total',
+    help: 'Polls of a prediction by its poller, by mode (poll: no webhooks yet; safety_net: webhooks arrive, polled rarely)',
+    labelNames: ['mode'],
+    registers: r
+  })
   const webhooks = new Counter({
     name: 'gateway_replicate_webhooks_total',
     help: 'Replicate webhooks received, by outcome',
@@ -87,6 +93,7 @@ export function createMetrics (registry: Registry = new Registry(), opts: { defa
     busReconnects,
     busUp,
     replicateCalls,
+    replicatePolls,
     webhooks
   }
 }

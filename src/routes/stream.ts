@@ -39,13 +39,14 @@ export async function openStream (app: FastifyInstance, request: FastifyRequest,
 
   reply.hijack()
   const res = reply.raw
-  const headers = {
+  const headers: Record<string, string> = {
     ...(reply.getHeaders() as Record<string, string>),
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache',
-    connection: 'keep-alive',
     'x-accel-buffering': 'no'
   }
+  // HTTP/2 forbids connection-specific headers (RFC 9113 8.2.2); its streams persist anyway.
+  if (request.raw.httpVersionMajor < 2) headers.connection = 'keep-alive'
   // The 200 goes out only once the subscriptions are live: a client that sees the stream
   // open may rely on every later publish reaching it.
   // Node sends the head with the first write: the hub writes these frames with the stream's

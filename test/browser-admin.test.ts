@@ -27,7 +27,7 @@ t.teardown(async () => { await browser?.close() })
 
 async function rowConnections (page: Page, port: number): Promise<number | null> {
   return await page.evaluate((p) => {
-    const row = [...document.querySelectorAll('#instances tr')].find(r => (r as HTMLElement).dataset.instance?.endsWith(`:${p}`) === true)
+    const row = Array.from(document.querySelectorAll('#instances tr')).find(r => (r as HTMLElement).dataset.instance?.endsWith(`:${p}`) === true)
     return row === undefined ? null : Number((row as HTMLElement).dataset.connections)
   }, port)
 }

@@ -3,6 +3,7 @@
 #   redis-server  single Redis and the local Redis Cluster (.ci/redis-cluster.sh)
 #   nginx         the load-balancer failover test (deploy/nginx.conf)
 #   chromium      browser tests
+#   openssl       the tests' self-signed certificates (HTTP/2 over TLS)
 #   libnginx-mod-nchan  only with the argument `nchan`: the peer of `npm run bench -- --compare nchan`
 # Other package names as arguments: those instead (the compose end-to-end asks for
 # docker.io, docker-compose and debootstrap this way: .ci/compose-e2e.sh).
@@ -16,13 +17,14 @@ declare -A provides=(
   [redis-server]="redis-server redis-cli"
   [nginx]="nginx"
   [chromium]="chromium"
+  [openssl]="openssl"
   [libnginx-mod-nchan]="/usr/lib/nginx/modules/ngx_nchan_module.so"
   [docker.io]="docker dockerd"
   [docker-compose]="docker-compose"
   [debootstrap]="debootstrap"
 )
 wanted=("$@")
-if [ "${#wanted[@]}" -eq 0 ]; then wanted=(redis-server nginx chromium); fi
+if [ "${#wanted[@]}" -eq 0 ]; then wanted=(redis-server nginx chromium openssl); fi
 if [ "${1:-}" = nchan ]; then wanted=(nginx libnginx-mod-nchan); fi
 
 # a command on PATH, or (starting with /) a file

@@ -80,6 +80,19 @@ export async function createBackend (config: Config, metrics: Metrics, log?: { w
   return { bus, store: storeBeside(bus) }
 }
 
+/**
+ * HTTP/2 over TLS (ALPN; HTTP/1.1 clients still served) when a certificate is configured, h2c
+ * with HTTP2_CLEARTEXT, else HTTP/1.1. Routes, framing and limits are the same on all three;
+ * only the write path differs (src/delivery/connection.ts).
+ */
+function serverOptions (config: Config): Record<string, unknown> {
+  // An HTTP/2 session with no frame for this long is closed; heartbeats keep stream sessions busy.
+  const http2SessionTimeout = Math.max(72000, config.heartbeatMs * 3)
+  if (config.tls !== undefined) return { http2: true, https: { cert: config.tls.cert, key: config.tls.key, allowHTTP1: true }, http2SessionTimeout }
+  if (config.http2Cleartext) return { http2: true, http2SessionTimeout }
+  return {}
+}
+
 export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   const { config } = opts
   const app = Fastify({
@@ -92,8 +105,9 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     requestTimeout: 0,
     return503OnClosing: true,
     // Idle keep-alive sockets would otherwise hold close() for their whole timeout.
-    forceCloseConnections: true
-  })
+    forceCloseConnections: true,
+    ...serverOptions(config)
+  }) as unknown as FastifyInstance
   const metrics = opts.metrics ?? createMetrics()
   const bus = opts.bus ?? await createBus(config, metrics, app.log)
   const store = opts.store ?? storeBeside(bus)

@@ -1,5 +1,21 @@
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import envSchema from 'env-schema'
+
+// The standard OpenTelemetry variables the gateway honours (the SDK's own spelling and values).
+const OTLP_PROTOCOL = { type: 'string', enum: ['http/protobuf', 'http/json'] }
+const OTEL_SCHEMA = {
+  OTEL_SDK_DISABLED: { type: 'boolean', default: false },
+  OTEL_SERVICE_NAME: { type: 'string', minLength: 1, default: 'sse-gateway' },
+  OTEL_EXPORTER_OTLP_ENDPOINT: { type: 'string', pattern: '^https?://' },
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: { type: 'string', pattern: '^https?://' },
+  OTEL_EXPORTER_OTLP_PROTOCOL: OTLP_PROTOCOL,
+  OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: OTLP_PROTOCOL,
+  OTEL_EXPORTER_OTLP_HEADERS: { type: 'string' },
+  OTEL_EXPORTER_OTLP_TRACES_HEADERS: { type: 'string' },
+  OTEL_TRACES_SAMPLER: { type: 'string', enum: ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'], default: 'parentbased_always_on' },
+  OTEL_TRACES_SAMPLER_ARG: { type: 'number', minimum: 0, maximum: 1 }
+} as const
 
 // The one place that reads process.env. Everything else receives a Config.
 const schema = {
@@ -40,7 +56,11 @@ const schema = {
     AUTH_HOOK_URL: { type: 'string', pattern: '^https?://' },
     AUTH_HOOK_CACHE_S: { type: 'integer', minimum: 0, maximum: 3600, default: 10 },
     // "true"/"false", or a key of at least 32 characters that also opens /admin.
-    ADMIN: { type: 'string', pattern: '^(true|false|[^\\s]{32,})$' }
+    ADMIN: { type: 'string', pattern: '^(true|false|[^\\s]{32,})$' },
+    TLS_CERT_FILE: { type: 'string', minLength: 1 },
+    TLS_KEY_FILE: { type: 'string', minLength: 1 },
+    HTTP2_CLEARTEXT: { type: 'boolean', default: false },
+    ...OTEL_SCHEMA
   }
 } as const
 
@@ -70,6 +90,22 @@ export interface Config {
   presence: { maxMembers: number, ttlS: number, events?: string[] }
   authHook?: { url: string, cacheS: number }
   admin: { enabled: boolean, key?: string }
+  /** HTTPS with HTTP/2 (HTTP/1.1 still accepted) when set. */
+  tls?: { cert: Buffer, key: Buffer }
+  /** HTTP/2 without TLS (h2c, prior knowledge) for load balancers that speak it to backends. */
+  http2Cleartext: boolean
+  /** Trace export; undefined (the default) loads no OpenTelemetry code at all. */
+  otel?: OtelConfig
+}
+
+export interface OtelConfig {
+  /** The traces endpoint itself (`<OTEL_EXPORTER_OTLP_ENDPOINT>/v1/traces` unless given). */
+  url: string
+  protocol: 'http/protobuf' | 'http/json'
+  headers: Record<string, string>
+  sampler: string
+  samplerArg: number
+  serviceName: string
 }
 
 export class ConfigError extends Error {}
@@ -109,6 +145,15 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     secret = randomSecret()
     ephemeral = true
   }
+  if ((raw.TLS_CERT_FILE === undefined) !== (raw.TLS_KEY_FILE === undefined)) {
+    throw new ConfigError(`invalid configuration: ${raw.TLS_CERT_FILE === undefined ? 'TLS_CERT_FILE' : 'TLS_KEY_FILE'} is required with ${raw.TLS_CERT_FILE === undefined ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'}`)
+  }
+  if (raw.TLS_CERT_FILE !== undefined && raw.HTTP2_CLEARTEXT === true) {
+    throw new ConfigError('invalid configuration: HTTP2_CLEARTEXT is for plain-text listeners; with TLS_CERT_FILE the gateway speaks HTTP/2 over TLS already')
+  }
+  const tls = raw.TLS_CERT_FILE !== undefined
+    ? { cert: readFile('TLS_CERT_FILE', raw.TLS_CERT_FILE), key: readFile('TLS_KEY_FILE', raw.TLS_KEY_FILE) }
+    : undefined
   if (raw.DEMO === true && production) throw new ConfigError('invalid configuration: DEMO cannot be enabled when NODE_ENV=production')
   return {
     nodeEnv: raw.NODE_ENV,
@@ -153,7 +198,54 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
     admin: {
       enabled: raw.ADMIN !== undefined && raw.ADMIN !== 'false',
       key: raw.ADMIN !== undefined && raw.ADMIN !== 'true' && raw.ADMIN !== 'false' ? raw.ADMIN : undefined
+    },
+    tls,
+    http2Cleartext: raw.HTTP2_CLEARTEXT,
+    otel: otelConfig(raw)
+  }
+}
+
+function readFile (name: string, path: string): Buffer {
+  try {
+    return readFileSync(path)
+  } catch (err) {
+    throw new ConfigError(`invalid configuration: ${name}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+}
+
+/** `k=v,k2=v2` (values percent-encoded), the OTLP headers format. */
+function otlpHeaders (name: string, s: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const pair of list(s) ?? []) {
+    const i = pair.indexOf('=')
+    if (i <= 0) throw new ConfigError(`invalid configuration: ${name} must be a list of key=value pairs`)
+    try {
+      out[pair.slice(0, i).trim()] = decodeURIComponent(pair.slice(i + 1).trim())
+    } catch {
+      throw new ConfigError(`invalid configuration: ${name} has a badly percent-encoded value`)
     }
+  }
+  return out
+}
+
+function otelConfig (raw: Record<string, any>): OtelConfig | undefined {
+  const traces: string | undefined = raw.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+  const base: string | undefined = raw.OTEL_EXPORTER_OTLP_ENDPOINT
+  if (raw.OTEL_SDK_DISABLED === true || (traces === undefined && base === undefined)) return undefined
+  const sampler: string = raw.OTEL_TRACES_SAMPLER
+  if (sampler.endsWith('traceidratio') && raw.OTEL_TRACES_SAMPLER_ARG === undefined) {
+    throw new ConfigError(`invalid configuration: OTEL_TRACES_SAMPLER_ARG (a ratio 0..1) is required with OTEL_TRACES_SAMPLER=${sampler}`)
+  }
+  return {
+    url: traces ?? `${(base as string).replace(/\/+$/, '')}/v1/traces`,
+    protocol: raw.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? raw.OTEL_EXPORTER_OTLP_PROTOCOL ?? 'http/protobuf',
+    headers: {
+      ...otlpHeaders('OTEL_EXPORTER_OTLP_HEADERS', raw.OTEL_EXPORTER_OTLP_HEADERS),
+      ...otlpHeaders('OTEL_EXPORTER_OTLP_TRACES_HEADERS', raw.OTEL_EXPORTER_OTLP_TRACES_HEADERS)
+    },
+    sampler,
+    samplerArg: raw.OTEL_TRACES_SAMPLER_ARG ?? 1,
+    serviceName: raw.OTEL_SERVICE_NAME
   }
 }
 

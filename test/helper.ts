@@ -1,13 +1,18 @@
 import net from 'node:net'
-import { randomBytes } from 'node:crypto'
+import { createHash, createPublicKey, randomBytes } from 'node:crypto'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createSigner } from 'fast-jwt'
 import type { FastifyInstance } from 'fastify'
 import { buildApp, type BuildOptions } from '../src/app'
 import { loadConfig, type Config } from '../src/config'
 
+import { parseFrames, type SseFrame } from './sse-frames'
 import { waitFor } from './wait'
 
-export { waitFor }
+export { parseFrames, waitFor, type SseFrame }
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 export const SECRET = 'test-secret-which-is-long-enough'
@@ -82,31 +87,6 @@ export async function sendMarker (url: string, s: RawStream, channel: string, ev
   const r = await publish(url, { channel, event, data })
   if (r.status !== 202) throw new Error(`marker publish answered ${r.status}`)
   await waitFor(() => s.messages().some(m => m.data === data), 10_000, `the marker on ${channel}`)
-}
-
-export interface SseFrame { id?: string, event?: string, data?: string, retry?: number, comment?: string }
-
-/** Minimal SSE parser for asserting exact frames. */
-export function parseFrames (text: string): SseFrame[] {
-  const frames: SseFrame[] = []
-  for (const block of text.split('\n\n')) {
-    if (block === '') continue
-    const f: SseFrame = {}
-    const data: string[] = []
-    for (const line of block.split('\n')) {
-      if (line.startsWith(':')) { f.comment = line.slice(1).trim(); continue }
-      const i = line.indexOf(':')
-      const field = i === -1 ? line : line.slice(0, i)
-      const value = i === -1 ? '' : line.slice(i + 1).replace(/^ /, '')
-      if (field === 'data') data.push(value)
-      else if (field === 'id') f.id = value
-      else if (field === 'event') f.event = value
-      else if (field === 'retry') f.retry = Number(value)
-    }
-    if (data.length > 0) f.data = data.join('\n')
-    frames.push(f)
-  }
-  return frames
 }
 
 /**
@@ -222,4 +202,29 @@ export class RawStream {
   close (): void {
     this.socket.destroy()
   }
+}
+
+export interface TestCert {
+  certFile: string
+  keyFile: string
+  cert: Buffer
+  /** base64 SHA-256 of the public key (SubjectPublicKeyInfo): Chromium's --ignore-certificate-errors-spki-list. */
+  spki: string
+}
+
+/**
+ * A self-signed certificate for 127.0.0.1 and localhost, made at test time (keys are never
+ * committed) in a temporary directory removed by t.teardown.
+ */
+export function selfSignedCert (t: T): TestCert {
+  const dir = mkdtempSync(join(tmpdir(), 'sse-cert-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const certFile = join(dir, 'cert.pem')
+  const keyFile = join(dir, 'key.pem')
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' })
+  const cert = readFileSync(certFile)
+  const der = createPublicKey(cert).export({ type: 'spki', format: 'der' })
+  return { certFile, keyFile, cert, spki: createHash('sha256').update(der).digest('base64') }
 }

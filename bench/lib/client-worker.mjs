@@ -10,6 +10,7 @@ let pool = null
 let cfg = null
 let cpuAt = null
 let from = 0
+const tokens = new Map()
 
 function userOf (i) {
   return `${cfg.userPrefix}${i}`
@@ -36,7 +37,9 @@ const handlers = {
             return { path: `/sub/${chans.map(encodeURIComponent).join(',')}`, headers: {} }
           }
         : (i) => {
-            const token = sign({ sub: userOf(i), channels: ['topic:*'] })
+            // A client keeps its token across reconnects (as EventSource keeps its URL).
+            const token = tokens.get(i) ?? sign({ sub: userOf(i), channels: ['topic:*'] })
+            tokens.set(i, token)
             const path = cfg.channel ? `/events?channel=${encodeURIComponent(cfg.channel)}` : '/events'
             return { path, headers: { Authorization: `Bearer ${token}` } }
           }

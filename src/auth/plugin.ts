@@ -76,7 +76,11 @@ async function authPlugin (app: FastifyInstance, opts: AuthPluginOptions): Promi
     verify: {
       algorithms: jwt.secret !== undefined ? ['HS256'] : ['RS256', 'ES256'],
       ...(jwt.issuer !== undefined ? { allowedIss: jwt.issuer } : {}),
-      ...(jwt.audience !== undefined ? { allowedAud: jwt.audience } : {})
+      ...(jwt.audience !== undefined ? { allowedAud: jwt.audience } : {}),
+      // A reconnecting client presents the token it had: a cache hit costs one hash instead of
+      // decoding, the signature and the claim checks (bench/README.md, connect). fast-jwt keys
+      // the cache by a hash of the token and expires entries with the token.
+      cache: Math.min(opts.config.maxConnections, 20000)
     }
   })
 

@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http'
+import { constants, Http2ServerResponse, type ServerHttp2Stream } from 'node:http2'
 import { compareIds } from '../bus/bus'
 import type { Metrics } from '../metrics/metrics'
 import { controlFrame, HEARTBEAT } from './sse'
@@ -16,7 +17,8 @@ export interface Frame {
 export type CloseReason = 'client' | 'slow_consumer' | 'auth_expired' | 'drain' | 'error' | 'shutdown' | 'revoked'
 
 export interface ConnectionOptions {
-  res: ServerResponse
+  /** HTTP/1.1 or HTTP/2 (compat API) response; the write path differs, nothing else. */
+  res: ServerResponse | Http2ServerResponse
   user: string
   /** The token's `jti`, so a revocation of that token finds its streams. */
   jti?: string
@@ -24,17 +26,20 @@ export interface ConnectionOptions {
   hash: string
   events: Set<string> | null
   maxBufferedBytes: number
+  /** Window 0: no conflation; the hub still writes once per event-loop turn. */
   immediate: boolean
   metrics: Metrics
   onClose: (conn: Connection, reason: CloseReason) => void
-  /** The request's logger, so the close line carries the request id. */
-  log?: { info: (o: object, m: string) => void }
+  /** The request id, so the close line can name the request (not its logger: memory). */
+  reqId?: string
 }
 
 /**
  * A live SSE stream. Frames reach it through push(); it filters, de-duplicates by id per
- * channel, conflates by key, and writes either at once (window 0) or when the shared batcher
- * flushes it. Per recipient it stores only a frame reference and a channel index.
+ * channel, conflates by key (unless window 0), and writes what is pending when the hub flushes
+ * it: on the shared tick, or at the end of the event-loop turn with window 0, so everything due
+ * for it in one turn leaves in one write. Per recipient it stores only a frame reference and a
+ * channel index.
  */
 export class Connection {
   readonly user: string
@@ -42,13 +47,17 @@ export class Connection {
   readonly channels: string[]
   readonly hash: string
   readonly openedAt = Date.now()
-  readonly log: ConnectionOptions['log']
+  readonly reqId: string | undefined
+  /** Epoch ms when the token ends the stream (the hub's expiry sweep), 0 for never. */
+  expiresAt = 0
   /** Last id written, per channel: the cursor. */
   readonly pos: string[]
   /** Last id accepted (written or pending), per channel: duplicate filter. */
   private readonly queued: string[]
   private readonly events: Set<string> | null
   private readonly res: ServerResponse
+  /** The HTTP/2 stream (flow-controlled per stream), or null on HTTP/1.1 where the socket is ours. */
+  private readonly h2: ServerHttp2Stream | null
   private readonly max: number
   private readonly immediate: boolean
   private readonly m: Metrics
@@ -61,10 +70,12 @@ export class Connection {
   private idx: number[] = []
   private bytes = 0
   private keys: Map<string, number> | null = null
-  private expiry: NodeJS.Timeout | null = null
 
   constructor (o: ConnectionOptions) {
-    this.res = o.res
+    // Both response kinds share the calls used here (write, end, destroy, writableLength,
+    // drain/close events); only writeFrames tells them apart.
+    this.res = o.res as ServerResponse
+    this.h2 = o.res instanceof Http2ServerResponse ? o.res.stream : null
     this.user = o.user
     this.jti = o.jti
     this.channels = o.channels
@@ -74,7 +85,7 @@ export class Connection {
     this.immediate = o.immediate
     this.m = o.metrics
     this.onClose = o.onClose
-    this.log = o.log
+    this.reqId = o.reqId
     this.cursorPrefix = `${o.hash}:`
     this.pos = o.channels.map(() => '0-0')
     this.queued = this.pos.slice()
@@ -115,12 +126,7 @@ export class Connection {
     }
     if (compareIds(f.id, this.queued[i]) <= 0) return
     this.queued[i] = f.id
-    if (this.immediate) {
-      this.pos[i] = f.id
-      this.writeFrames(f.body + 'id: ' + this.cursor() + '\n\n', 1, f.ts)
-      return
-    }
-    if (f.key !== undefined) this.conflate(i, f)
+    if (f.key !== undefined && !this.immediate) this.conflate(i, f)
     this.frames.push(f)
     this.idx.push(i)
     this.bytes += f.body.length
@@ -169,16 +175,23 @@ export class Connection {
     this.idx.length = 0
     this.bytes = 0
     if (this.keys !== null) this.keys.clear()
-    if (n > 0) this.writeFrames(out, n, -1)
+    if (n > 0) this.writeFrames(out, n)
   }
 
   hasPending (): boolean {
     return this.frames.length > 0
   }
 
-  private writeFrames (out: string, n: number, ts: number): void {
-    if (ts >= 0) this.m.latency.observe((Date.now() - ts) / 1000)
+  private writeFrames (out: string, n: number): void {
     const res = this.res as ServerResponse & { chunkedEncoding?: boolean }
+    if (this.h2 !== null) {
+      // HTTP/2: many streams share one socket, so there is no direct write; the stream's own
+      // write respects its flow-control window, and what the peer has not let us send stays
+      // in the stream's buffer (writableLength), counted against the budget below.
+      this.h2.write(out)
+      this.wrote(n)
+      return
+    }
     const socket = res.socket
     // writableLength is the response's own queue plus the socket's: equal means nothing queued in
     // the response, so a direct socket write keeps the byte order.
@@ -190,10 +203,14 @@ export class Connection {
     } else {
       res.write(out)
     }
+    this.wrote(n)
+  }
+
+  private wrote (n: number): void {
     this.m.socketWrites.inc()
     this.m.delivered.inc(n)
     this.m.batchSize.observe(n)
-    if (res.writableLength > this.max) this.close('slow_consumer')
+    if (this.res.writableLength > this.max) this.close('slow_consumer')
   }
 
   /** Replay and control output; resolves once the socket took it (backpressure-aware). */
@@ -217,14 +234,6 @@ export class Connection {
 
   heartbeat (): void {
     if (this.state === 'live' && this.frames.length === 0) this.res.write(HEARTBEAT)
-  }
-
-  expireAt (epochMs: number, frame: string): void {
-    const delay = epochMs - Date.now()
-    // Node timers overflow past 2^31-1 ms (~24.8 days); such tokens simply never expire here.
-    if (delay > 2 ** 31 - 1) return
-    this.expiry = setTimeout(() => this.end(frame, 'auth_expired'), Math.max(0, delay))
-    this.expiry.unref()
   }
 
   /** Writes a last frame and ends the stream gracefully. */
@@ -251,9 +260,13 @@ export class Connection {
     this.state = 'closed'
     this.frames = []
     this.idx = []
-    if (this.expiry !== null) clearTimeout(this.expiry)
     // A slow consumer is cut off at once: ending gracefully would queue behind its backlog.
-    if (reason === 'slow_consumer' || reason === 'error') this.res.destroy()
+    // On HTTP/2 that is an RST_STREAM saying CANCEL (destroy alone would reset with NO_ERROR,
+    // which a client may take for a complete response); the session's other streams go on.
+    if (reason === 'slow_consumer' || reason === 'error') {
+      if (this.h2 !== null) this.h2.close(constants.NGHTTP2_CANCEL)
+      else this.res.destroy()
+    }
     else if (!this.res.writableEnded) this.res.end()
     this.onClose(this, reason)
   }

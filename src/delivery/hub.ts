@@ -4,7 +4,17 @@ import type { Metrics } from '../metrics/metrics'
 import type { Problem } from '../outcome'
 import { Connection, type CloseReason, type Frame } from './connection'
 import { decodeCursor } from './cursor'
+import { ExpirySweep } from './expiry'
 import { controlFrame, messageBody, retryFrame } from './sse'
+
+/** What a stream gets when its token expires: the same bytes for every stream. */
+const AUTH_EXPIRED = controlFrame('auth-expired', { reason: 'token expired' })
+
+/**
+ * A channel's local streams. Most channels (a user's own) have one stream: that stream itself,
+ * its channel index found with indexOf, instead of a Map per channel.
+ */
+type Members = Connection | Map<Connection, number>
 
 /** Where a stream starts, as of the moment its subscriptions are live. */
 export type StreamStart =
@@ -39,13 +49,17 @@ export interface HubOptions {
   log: { info: (o: object, m: string) => void, warn: (o: object, m: string) => void }
 }
 
+const noop = (): void => {}
+
 /**
  * Channel → local connections. Holds ONE bus subscription per channel with local interest,
- * frames each message once, and fans it out. One shared flush tick and one shared heartbeat
- * timer serve every connection.
+ * frames each message once, and fans it out. One shared flush tick (or, with window 0, one
+ * flush at the end of each event-loop turn that queued frames), one shared heartbeat timer
+ * and one expiry sweep serve every connection.
  */
 export class Hub {
-  private readonly channels = new Map<string, Map<Connection, number>>()
+  private readonly channels = new Map<string, Members>()
+  /** Subscriptions still being made; a channel leaves it once live. */
   private readonly ready = new Map<string, Promise<void>>()
   readonly connections = new Set<Connection>()
   private readonly perUser = new Map<string, number>()
@@ -53,6 +67,13 @@ export class Hub {
   private readonly listener: Listener
   private readonly flushTimer: NodeJS.Timeout | null
   private readonly heartbeatTimer: NodeJS.Timeout
+  private readonly expiry: ExpirySweep<Connection>
+  private turnFlush: NodeJS.Immediate | null = null
+  private readonly flushTurn = (): void => {
+    this.turnFlush = null
+    this.flush()
+  }
+
   draining = false
 
   constructor (private readonly bus: Bus, private readonly opts: HubOptions, private readonly m: Metrics) {
@@ -64,6 +85,12 @@ export class Hub {
     this.flushTimer?.unref()
     this.heartbeatTimer = setInterval(() => { for (const c of this.connections) c.heartbeat() }, opts.heartbeatMs)
     this.heartbeatTimer.unref()
+    this.expiry = new ExpirySweep<Connection>((c) => c.end(AUTH_EXPIRED, 'auth_expired'))
+  }
+
+  /** Ends `conn` with an `auth-expired` frame at `epochMs` (its token's exp). */
+  expireAt (conn: Connection, epochMs: number): void {
+    this.expiry.add(conn, epochMs)
   }
 
   /**
@@ -100,36 +127,51 @@ export class Hub {
    * Registers a connection, subscribes its channels, replays what its cursor missed and
    * switches it to live. Subscribing BEFORE reading history is what makes the handover
    * gapless; the per-channel id check in the connection makes it duplicate-free. `begin`
-   * (the response head) runs once every subscription is live. Rejects when the bus fails
-   * (the stream is then closed by the caller).
+   * (the response head) runs once every subscription is live and returns the frames that go
+   * first (retry, prelude); a stream from "now" then leaves with its head, those frames and
+   * its id frame in ONE write. Rejects when the bus fails (the stream is then closed by the
+   * caller).
    */
-  async attach (conn: Connection, start: StreamStart, begin?: () => void): Promise<void> {
+  async attach (conn: Connection, start: StreamStart, begin?: () => string): Promise<void> {
     this.connections.add(conn)
     this.perUser.set(conn.user, (this.perUser.get(conn.user) ?? 0) + 1)
     this.m.connectionsActive.set(this.connections.size)
     this.m.connectionsOpened.inc()
-    const waits: Array<Promise<void>> = []
-    conn.channels.forEach((ch, i) => {
-      let conns = this.channels.get(ch)
-      if (conns === undefined) {
-        conns = new Map()
-        this.channels.set(ch, conns)
+    let waits: Array<Promise<void>> | null = null
+    const channels = conn.channels
+    for (let i = 0; i < channels.length; i++) {
+      const ch = channels[i]
+      const members = this.channels.get(ch)
+      if (members === undefined) {
+        this.channels.set(ch, conn)
         const p = this.bus.subscribe(ch, this.listener)
         this.ready.set(ch, p)
+        p.then(() => { if (this.ready.get(ch) === p) this.ready.delete(ch) }, noop)
         this.m.busSubscriptions.set(this.bus.subscriptionCount())
+      } else if (members instanceof Connection) {
+        this.channels.set(ch, new Map([[members, members.channels.indexOf(ch)], [conn, i]]))
+      } else {
+        members.set(conn, i)
       }
-      conns.set(conn, i)
-      waits.push(this.ready.get(ch) as Promise<void>)
-    })
-    await Promise.all(waits)
+      const p = this.ready.get(ch)
+      if (p !== undefined) (waits ??= []).push(p)
+    }
+    if (waits !== null) await Promise.all(waits)
     if (conn.closed) return
-    begin?.()
+    let pre = begin?.() ?? ''
 
-    const n = conn.channels.length
+    const n = channels.length
     const from = start.from === 'live'
       ? null
       : start.from === 'ids' ? (start.ids.length === n ? start.ids : null) : decodeCursor(start.cursor, conn.hash, n)
-    if (from !== null) conn.setPositions(from)
+    if (from !== null) {
+      conn.setPositions(from)
+      // History reads follow (and may fail): the head and first frames go out now, as a
+      // resuming client has always seen them.
+      await conn.writeAsync(pre)
+      pre = ''
+      if (conn.closed) return
+    }
     const positions: string[] = []
     const resetChannels: string[] = []
     let out = ''
@@ -173,8 +215,17 @@ export class Hub {
       this.m.replayed.inc(replayed)
       this.m.delivered.inc(replayed)
     }
-    await conn.writeAsync(out)
+    await conn.writeAsync(pre + out)
     conn.goLive()
+    // Frames that arrived while it synced are pending now.
+    if (conn.hasPending()) this.markDirty(conn)
+  }
+
+  private markDirty (conn: Connection): void {
+    if (conn.dirty) return
+    conn.dirty = true
+    this.dirty.add(conn)
+    if (this.flushTimer === null && this.turnFlush === null) this.turnFlush = setImmediate(this.flushTurn)
   }
 
   private leave (conn: Connection, reason: CloseReason): void {
@@ -183,50 +234,67 @@ export class Hub {
     if (left === 0) this.perUser.delete(conn.user)
     else this.perUser.set(conn.user, left)
     this.dirty.delete(conn)
+    this.expiry.remove(conn)
     for (const ch of conn.channels) {
-      const conns = this.channels.get(ch)
-      if (conns === undefined) continue
-      conns.delete(conn)
-      if (conns.size === 0) {
-        this.channels.delete(ch)
-        this.ready.delete(ch)
-        this.bus.unsubscribe(ch, this.listener)
+      const members = this.channels.get(ch)
+      if (members === undefined) continue
+      if (members instanceof Connection) {
+        if (members !== conn) continue
+      } else {
+        members.delete(conn)
+        if (members.size === 1) {
+          // Back to a single member: the Map goes.
+          for (const only of members.keys()) this.channels.set(ch, only)
+        }
+        if (members.size > 0) continue
       }
+      this.channels.delete(ch)
+      this.ready.delete(ch)
+      this.bus.unsubscribe(ch, this.listener)
     }
     this.m.busSubscriptions.set(this.bus.subscriptionCount())
     this.m.connectionsActive.set(this.connections.size)
     this.m.connectionsClosed.labels(reason).inc()
     this.m.connectionDuration.observe((Date.now() - conn.openedAt) / 1000)
-    const log = conn.log ?? this.opts.log
-    log.info({ user: conn.user, channels: conn.channels.length, reason, durationMs: Date.now() - conn.openedAt }, 'stream closed')
+    // `reqId` under fastify's key: the line reads as the request logger's did.
+    this.opts.log.info({ ...(conn.reqId !== undefined ? { reqId: conn.reqId } : {}), user: conn.user, channels: conn.channels.length, reason, durationMs: Date.now() - conn.openedAt }, 'stream closed')
   }
 
   readonly onClose = (conn: Connection, reason: CloseReason): void => this.leave(conn, reason)
 
+  /** The frame being fanned out, for the one bound callback below (no closure per message). */
+  private current: Frame | null = null
+  private readonly deliverEach = (i: number, conn: Connection): void => this.deliver(conn, i, this.current as Frame)
+
   private fanout (msg: BusMessage): void {
-    const conns = this.channels.get(msg.channel)
-    if (conns === undefined) return
+    const members = this.channels.get(msg.channel)
+    if (members === undefined) return
     const frame: Frame = { id: msg.id, channel: msg.channel, event: msg.event, key: msg.key, ts: msg.ts, body: messageBody(msg.event, msg.data) }
-    const dirty = this.dirty
-    const batching = this.flushTimer !== null
-    conns.forEach((i, conn) => {
-      conn.push(i, frame)
-      if (batching && !conn.dirty && conn.hasPending()) {
-        conn.dirty = true
-        dirty.add(conn)
-      }
-    })
+    if (members instanceof Connection) {
+      this.deliver(members, members.channels.indexOf(msg.channel), frame)
+      return
+    }
+    this.current = frame
+    members.forEach(this.deliverEach)
+    this.current = null
+  }
+
+  private deliver (conn: Connection, i: number, frame: Frame): void {
+    conn.push(i, frame)
+    if (!conn.dirty && conn.hasPending()) this.markDirty(conn)
   }
 
   private reset (channel: string, head: string): void {
-    const conns = this.channels.get(channel)
-    if (conns === undefined) return
+    const members = this.channels.get(channel)
+    if (members === undefined) return
     this.m.resets.inc()
     const frame = controlFrame('reset', { channels: [channel] })
-    conns.forEach((i, conn) => {
+    const each = (i: number, conn: Connection): void => {
       conn.pos[i] = head
       void conn.writeAsync(frame)
-    })
+    }
+    if (members instanceof Connection) each(members.channels.indexOf(channel), members)
+    else members.forEach(each)
   }
 
   private flush (): void {
@@ -256,10 +324,10 @@ export class Hub {
    * channels too go on. Answers how many ended.
    */
   endStreams (channel: string): number {
-    const conns = this.channels.get(channel)
-    if (conns === undefined) return 0
+    const members = this.channels.get(channel)
+    if (members === undefined) return 0
     let n = 0
-    for (const conn of [...conns.keys()]) {
+    for (const conn of members instanceof Connection ? [members] : [...members.keys()]) {
       if (conn.state !== 'live' || conn.channels.length !== 1) continue
       conn.end('', 'client')
       n++
@@ -269,7 +337,8 @@ export class Hub {
 
   /** Local streams on a channel (the Replicate poller polls only while someone watches). */
   watchers (channel: string): number {
-    return this.channels.get(channel)?.size ?? 0
+    const members = this.channels.get(channel)
+    return members === undefined ? 0 : members instanceof Connection ? 1 : members.size
   }
 
   channelCount (): number {
@@ -278,7 +347,10 @@ export class Hub {
 
   close (): void {
     if (this.flushTimer !== null) clearInterval(this.flushTimer)
+    if (this.turnFlush !== null) clearImmediate(this.turnFlush)
+    this.turnFlush = null
     clearInterval(this.heartbeatTimer)
+    this.expiry.close()
     for (const c of [...this.connections]) c.close('shutdown')
   }
 }

@@ -5,7 +5,7 @@ import type { Claims } from '../auth/plugin'
 import { Connection } from '../delivery/connection'
 import { channelSetHash } from '../delivery/cursor'
 import { startFrom, type StreamStart } from '../delivery/hub'
-import { controlFrame, retryFrame } from '../delivery/sse'
+import { retryFrame } from '../delivery/sse'
 import { errors, problemError, sendError } from '../errors'
 
 export interface StreamSpec {
@@ -39,20 +39,23 @@ export async function openStream (app: FastifyInstance, request: FastifyRequest,
 
   reply.hijack()
   const res = reply.raw
-  const headers = {
+  const headers: Record<string, string> = {
     ...(reply.getHeaders() as Record<string, string>),
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache',
-    connection: 'keep-alive',
     'x-accel-buffering': 'no'
   }
+  // HTTP/2 forbids connection-specific headers (RFC 9113 8.2.2); its streams persist anyway.
+  if (request.raw.httpVersionMajor < 2) headers.connection = 'keep-alive'
   // The 200 goes out only once the subscriptions are live: a client that sees the stream
   // open may rely on every later publish reaching it.
-  const begin = (): void => {
+  // Node sends the head with the first write: the hub writes these frames with the stream's
+  // first output, so a new stream costs one socket write.
+  const begin = (): string => {
     res.writeHead(200, headers)
     // The gateway batches by itself; Nagle would only add delay on top of the window.
     request.raw.socket.setNoDelay(true)
-    res.write(retryFrame(config.retryMs) + ': connected\n\n' + (spec.prelude ?? ''))
+    return retryFrame(config.retryMs) + ': connected\n\n' + (spec.prelude ?? '')
   }
 
   const conn = new Connection({
@@ -66,11 +69,9 @@ export async function openStream (app: FastifyInstance, request: FastifyRequest,
     immediate: hub.immediate,
     metrics: app.metrics,
     onClose: hub.onClose,
-    log: request.log
+    reqId: request.id
   })
-  if (spec.claims.exp !== undefined) {
-    conn.expireAt(spec.claims.exp * 1000, controlFrame('auth-expired', { reason: 'token expired' }))
-  }
+  if (spec.claims.exp !== undefined) hub.expireAt(conn, spec.claims.exp * 1000)
   request.log.info({ user: spec.claims.sub, channels: spec.channels.length, resume: start.from === 'cursor' }, 'stream opened')
   try {
     await hub.attach(conn, start, begin)

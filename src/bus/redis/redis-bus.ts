@@ -1,7 +1,7 @@
 import { Redis, type RedisOptions } from 'ioredis'
 import type { Bus, Envelope, Listener, ReadResult } from '../bus'
 import type { Store } from '../store'
-import { ChannelSync } from './channel-sync'
+import { ChannelSync, type ChannelState } from './channel-sync'
 import { decodePublished, KeyLayout } from './codec'
 import { defineScripts, headOf, publishArgs, readHistory, type ScriptClient } from './scripts'
 import { RedisStore } from './store'
@@ -30,6 +30,14 @@ export class RedisBus implements Bus {
   private readonly opts: RedisBusOptions
   private closed = false
   private everReady = false
+  /**
+   * SUBSCRIBE / UNSUBSCRIBE wait for the end of the event-loop turn, so every stream that
+   * arrives in one turn shares one command (and one round trip); the head reads that follow
+   * the confirmation share one pipelined write (enableAutoPipelining, also per turn).
+   */
+  private readonly toSubscribe = new Map<string, ChannelState>()
+  private readonly toUnsubscribe = new Set<string>()
+  private flushScheduled = false
 
   constructor (opts: RedisBusOptions) {
     this.opts = opts
@@ -37,7 +45,7 @@ export class RedisBus implements Bus {
     const base: RedisOptions = { lazyConnect: true, maxRetriesPerRequest: 2, retryStrategy: (n: number) => Math.min(50 * 2 ** n, 2000) }
     // Commands fail fast while Redis is away: a publish answers 503 instead of hanging.
     // Named with the prefix, so CLIENT LIST tells which deployment (or test) holds a connection.
-    this.cmd = new Redis(opts.url, { ...base, enableOfflineQueue: false, connectionName: `sse-gateway:cmd:${opts.prefix}` }) as ScriptClient
+    this.cmd = new Redis(opts.url, { ...base, enableOfflineQueue: false, enableAutoPipelining: true, connectionName: `sse-gateway:cmd:${opts.prefix}` }) as ScriptClient
     // We resubscribe ourselves so that each channel's gap is refilled from history first.
     this.sub = new Redis(opts.url, { ...base, autoResubscribe: false, connectionName: `sse-gateway:sub:${opts.prefix}` })
     defineScripts(this.cmd)
@@ -64,15 +72,43 @@ export class RedisBus implements Bus {
   subscribe (channel: string, listener: Listener): Promise<void> {
     const { st, created } = this.sync.add(channel, listener)
     if (created) {
-      this.sub.subscribe(this.keys.pubsub(channel))
-        .then(() => this.sync.fill(channel, st))
-        .catch(() => { /* a lost connection resyncs every channel on 'ready' */ })
+      this.toSubscribe.set(channel, st)
+      this.scheduleFlush()
     }
     return st.ready
   }
 
   unsubscribe (channel: string, listener: Listener): void {
-    if (this.sync.remove(channel, listener)) this.sub.unsubscribe(this.keys.pubsub(channel)).catch(() => {})
+    if (!this.sync.remove(channel, listener)) return
+    // Subscribed and left within one turn: Redis never heard of it.
+    if (this.toSubscribe.delete(channel)) return
+    this.toUnsubscribe.add(this.keys.pubsub(channel))
+    this.scheduleFlush()
+  }
+
+  private scheduleFlush (): void {
+    if (this.flushScheduled) return
+    this.flushScheduled = true
+    setImmediate(() => this.flushSubscriptions())
+  }
+
+  private flushSubscriptions (): void {
+    this.flushScheduled = false
+    if (this.closed) return
+    // Unsubscribes first: a channel left and re-joined in one turn ends subscribed.
+    if (this.toUnsubscribe.size > 0) {
+      const keys = [...this.toUnsubscribe]
+      this.toUnsubscribe.clear()
+      this.sub.unsubscribe(...keys).catch(() => {})
+    }
+    if (this.toSubscribe.size === 0) return
+    const batch = [...this.toSubscribe]
+    this.toSubscribe.clear()
+    this.sub.subscribe(...batch.map(([channel]) => this.keys.pubsub(channel)))
+      .then(() => {
+        for (const [channel, st] of batch) void this.sync.fill(channel, st)
+      })
+      .catch(() => { /* a lost connection resyncs every channel on 'ready' */ })
   }
 
   position (channel: string): string {

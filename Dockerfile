@@ -16,8 +16,8 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY client ./client
 COPY scripts ./scripts
-# The dev-only entry points (`npm run dev`, the fake Replicate) are kept out by .dockerignore,
-# so they are never compiled into the image.
+# The dev-only servers (dev/: `npm run dev`, the fake Replicate) are not copied, and
+# .dockerignore keeps them out of the context too.
 RUN npm run build && rm -f dist/.tsbuildinfo
 
 # Production dependencies only: the dev tree (compiler, test runner, linters, bundlers) removed.

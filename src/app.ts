@@ -1,4 +1,5 @@
 import { STATUS_CODES } from 'node:http'
+import { hostname } from 'node:os'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify'
 import fastifyCors from '@fastify/cors'
 import type { Config } from './config'
@@ -23,6 +24,7 @@ import demoRoutes from './routes/demo'
 import { createFeatures, type Features } from './features'
 import channelRoutes from './routes/channels'
 import disconnectRoutes from './routes/disconnect'
+import adminRoutes from './routes/admin'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -129,6 +131,12 @@ function serverOptions (config: Config): Record<string, unknown> {
   return {}
 }
 
+/** host:port this instance listens on, for the operator page. */
+function listenName (app: FastifyInstance): string {
+  const a = app.server.address()
+  return a !== null && typeof a === 'object' ? `${hostname()}:${a.port}` : hostname()
+}
+
 export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   const { config } = opts
   const app = Fastify({
@@ -215,7 +223,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
       maxAge: 600
     })
   }
-  const features = await createFeatures({ config, bus, store, hub, metrics, log: app.log })
+  const features = await createFeatures({ config, bus, store, hub, metrics, name: () => listenName(app), log: app.log })
   app.decorate('features', features)
   // The revocation check: two Map lookups on every authenticated request, no round trip.
   await app.register(authPlugin, { config, store, refuse: (claims) => features.revocations.check(claims) })
@@ -227,6 +235,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   await app.register(demoRoutes)
   await app.register(channelRoutes)
   await app.register(disconnectRoutes)
+  await app.register(adminRoutes)
 
   // Streams are hijacked responses: the HTTP server's close would wait for them forever, so
   // they end before it (preClose), and the bus closes after it (onClose).

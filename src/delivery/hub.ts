@@ -295,7 +295,7 @@ export class Hub {
     if (members === undefined) return
     const body = this.body(msg)
     if (body === null) return
-    const frame: Frame = { id: msg.id, channel: msg.channel, event: msg.event, key: msg.key, ts: msg.ts, body }
+    const frame: Frame = { id: msg.id, channel: msg.channel, event: msg.event, key: msg.key, ts: msg.ts, body, bytes: Buffer.byteLength(body) }
     if (members instanceof Connection) {
       this.deliver(members, members.channels.indexOf(msg.channel), frame)
       return
@@ -326,8 +326,20 @@ export class Hub {
   private flush (): void {
     if (this.dirty.size === 0) return
     const now = Date.now()
-    for (const conn of this.dirty) conn.flush(now)
+    let writes = 0
+    let frames = 0
+    for (const conn of this.dirty) {
+      const n = conn.flush(now)
+      if (n > 0) {
+        writes++
+        frames += n
+      }
+    }
     this.dirty.clear()
+    if (writes > 0) {
+      this.m.socketWrites.inc(writes)
+      this.m.delivered.inc(frames)
+    }
   }
 
   /** Closes every stream with a jittered `retry:` hint, spread evenly over `ms`. */
@@ -365,6 +377,11 @@ export class Hub {
   watchers (channel: string): number {
     const members = this.channels.get(channel)
     return members === undefined ? 0 : members instanceof Connection ? 1 : members.size
+  }
+
+  /** Local streams per channel (the operator page's busiest channels). */
+  * channelSizes (): IterableIterator<[string, number]> {
+    for (const [ch, members] of this.channels) yield [ch, members instanceof Connection ? 1 : members.size]
   }
 
   channelCount (): number {

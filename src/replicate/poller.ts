@@ -91,12 +91,17 @@ export class Poller {
 
   private async renew (): Promise<void> {
     const { store, timing, log } = this.host
-    if (Date.now() > this.deadline) {
-      // Stuck: do not hold the prediction hostage. The lock lapses within its TTL.
-      log.warn({ prediction: this.id }, 'poller stalled; not renewing its lock')
-      return
-    }
     try {
+      if (Date.now() > this.deadline) {
+        // Stuck: do not hold the prediction hostage. The lock lapses within its TTL; once
+        // another instance holds it, this one stops as soon as its step returns.
+        log.warn({ prediction: this.id }, 'poller stalled; not renewing its lock')
+        if ((await store.get(keys.poller(this.id))) !== this.token) {
+          this.release = false
+          this.ac.abort(new Error('poller lock lost'))
+        }
+        return
+      }
       if (await store.refresh(keys.poller(this.id), this.token, timing.lockTtlMs)) return
       // Someone else holds it now (we stalled past the TTL): two pollers must not overlap.
       log.warn({ prediction: this.id }, 'poller lock lost')

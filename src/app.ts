@@ -157,7 +157,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
       maxAge: 600
     })
   }
-  const features = await createFeatures({ config, bus, store, hub, log: app.log })
+  const features = await createFeatures({ config, bus, store, hub, metrics, log: app.log })
   app.decorate('features', features)
   // The revocation check: two Map lookups on every authenticated request, no round trip.
   await app.register(authPlugin, { config, store, refuse: (claims) => features.revocations.check(claims) })

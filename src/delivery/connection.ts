@@ -248,7 +248,8 @@ export class Connection {
   disconnect (reason: string): void {
     if (this.state === 'closed') return
     if (!this.res.headersSent) {
-      this.res.destroy()
+      // Still syncing: no head went out, so there is no stream to end gracefully.
+      this.cut()
       this.close('revoked')
       return
     }
@@ -261,13 +262,17 @@ export class Connection {
     this.frames = []
     this.idx = []
     // A slow consumer is cut off at once: ending gracefully would queue behind its backlog.
-    // On HTTP/2 that is an RST_STREAM saying CANCEL (destroy alone would reset with NO_ERROR,
-    // which a client may take for a complete response); the session's other streams go on.
-    if (reason === 'slow_consumer' || reason === 'error') {
-      if (this.h2 !== null) this.h2.close(constants.NGHTTP2_CANCEL)
-      else this.res.destroy()
-    }
+    if (reason === 'slow_consumer' || reason === 'error') this.cut()
     else if (!this.res.writableEnded) this.res.end()
     this.onClose(this, reason)
+  }
+
+  /**
+   * On HTTP/2 an RST_STREAM saying CANCEL (destroy alone would reset with NO_ERROR, which a
+   * client may take for a complete response); the session's other streams go on.
+   */
+  private cut (): void {
+    if (this.h2 !== null) this.h2.close(constants.NGHTTP2_CANCEL)
+    else this.res.destroy()
   }
 }

@@ -75,6 +75,8 @@ export class Hub {
   }
 
   draining = false
+  /** Told of every stream from attach until it leaves (presence). */
+  observer: { opened (conn: Connection): void, closed (conn: Connection): void } | null = null
 
   constructor (private readonly bus: Bus, private readonly opts: HubOptions, private readonly m: Metrics) {
     this.listener = {
@@ -137,6 +139,7 @@ export class Hub {
     this.perUser.set(conn.user, (this.perUser.get(conn.user) ?? 0) + 1)
     this.m.connectionsActive.set(this.connections.size)
     this.m.connectionsOpened.inc()
+    this.observer?.opened(conn)
     let waits: Array<Promise<void>> | null = null
     const channels = conn.channels
     for (let i = 0; i < channels.length; i++) {
@@ -230,6 +233,7 @@ export class Hub {
 
   private leave (conn: Connection, reason: CloseReason): void {
     if (!this.connections.delete(conn)) return
+    this.observer?.closed(conn)
     const left = (this.perUser.get(conn.user) ?? 1) - 1
     if (left === 0) this.perUser.delete(conn.user)
     else this.perUser.set(conn.user, left)

@@ -273,7 +273,8 @@ export class Hub {
   private fanout (msg: BusMessage): void {
     const members = this.channels.get(msg.channel)
     if (members === undefined) return
-    const frame: Frame = { id: msg.id, channel: msg.channel, event: msg.event, key: msg.key, ts: msg.ts, body: messageBody(msg.event, msg.data) }
+    const body = messageBody(msg.event, msg.data)
+    const frame: Frame = { id: msg.id, channel: msg.channel, event: msg.event, key: msg.key, ts: msg.ts, body, bytes: Buffer.byteLength(body) }
     if (members instanceof Connection) {
       this.deliver(members, members.channels.indexOf(msg.channel), frame)
       return
@@ -304,8 +305,20 @@ export class Hub {
   private flush (): void {
     if (this.dirty.size === 0) return
     const now = Date.now()
-    for (const conn of this.dirty) conn.flush(now)
+    let writes = 0
+    let frames = 0
+    for (const conn of this.dirty) {
+      const n = conn.flush(now)
+      if (n > 0) {
+        writes++
+        frames += n
+      }
+    }
     this.dirty.clear()
+    if (writes > 0) {
+      this.m.socketWrites.inc(writes)
+      this.m.delivered.inc(frames)
+    }
   }
 
   /** Closes every stream with a jittered `retry:` hint, spread evenly over `ms`. */

@@ -182,7 +182,6 @@ export class Poller {
       }
       if (streamUrl !== null && this.follower === null && (await host.store.get(keys.streamed(id))) === null) this.follow(streamUrl)
       let p: Prediction
-      this.lastPollAt = Date.now()
       host.countPoll(mode)
       try {
         this.busyFor(host.timing.callTimeoutMs)
@@ -193,6 +192,7 @@ export class Poller {
           host.notifyRetry(id, info.reason, info.delayMs, info.attempt).catch(err => host.log.warn({ err, prediction: id }, 'retry notice failed'))
         }))
       } catch (err) {
+        this.lastPollAt = Date.now()
         if (signal.aborted) return
         failures++
         this.retrying = true
@@ -210,6 +210,8 @@ export class Poller {
         await this.waitUntil(Date.now() + delayMs)
         continue
       }
+      // The pause runs from the end of a poll: a slow answer does not make the next one sooner.
+      this.lastPollAt = Date.now()
       failures = 0
       // The stream usually ends just after the final status is visible: its last output is
       // forwarded before that status, so watchers see every token, then the end.

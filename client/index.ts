@@ -7,7 +7,7 @@ export { GatewayClientError, type SerializedError } from './errors'
 export { parseData } from './stream'
 export { defaultShareKey } from './share'
 export {
-  watchPrediction, createPrediction, cancelPrediction, TERMINAL_STATUSES,
+  watchPrediction, createPrediction, cancelPrediction, appendLogs, TERMINAL_STATUSES,
   type PredictionStatus, type PredictionProgress, type PredictionState, type PredictionUpdate,
   type PredictionWatch, type WatchPredictionOptions, type GatewayRequestOptions,
   type CreatePredictionInput, type CreatedPrediction

@@ -4,9 +4,9 @@ import { reportUncaught } from './callbacks'
 import { resolveUrl } from './stream'
 import type { Connection, ConnectOptions, GatewayEvent } from './types'
 
-export type PredictionStatus = 'starting' | 'processing' | 'succeeded' | 'failed' | 'canceled' | 'aborted'
+import type { PredictionStatus } from '../src/shared/prediction'
 
-export const TERMINAL_STATUSES: readonly string[] = ['succeeded', 'failed', 'canceled', 'aborted']
+export { TERMINAL_STATUSES, type PredictionStatus } from '../src/shared/prediction'
 
 export interface PredictionProgress {
   percentage: number
@@ -19,18 +19,34 @@ export interface PredictionState {
   /** Undefined until the first `status` event. */
   status?: PredictionStatus
   progress?: PredictionProgress
+  /**
+   * The logs, put together from the text each `status` frame appends (at its `logs_offset`).
+   * They start at `logsOffset` of the prediction's full logs: a late joiner gets only their end.
+   */
   logs?: string
+  logsOffset?: number
+  /**
+   * The prediction's output as the gateway last reported it (partial while it runs). An item
+   * too large for a frame is the URL the gateway serves it at; `outputRefs` lists those indexes.
+   */
   output?: unknown
+  outputRefs?: number[]
   error?: unknown
   metrics?: Record<string, unknown>
   /** The `data` of every `event: output` (streamed model output), in arrival order. */
   streamed: unknown[]
+  /** The `data` of every `event: logs` (log text streamed by the model), in arrival order. */
+  streamedLogs: string[]
+  /** What the model's output stream reported as its error (`event: stream-error`), e.g. `{detail}`. */
+  streamError?: unknown
+  /** While Replicate is failing: `{ reason, retry_in_ms, retry_at }` of the next try; cleared by the next plain update. */
+  upstream?: { reason?: string, retry_in_ms?: number, retry_at?: string }
   /** True once `event: done` arrived. */
   done: boolean
 }
 
 export interface PredictionUpdate {
-  type: 'status' | 'output' | 'done'
+  type: 'status' | 'output' | 'logs' | 'stream-error' | 'done'
   /** The event's parsed payload. */
   data: unknown
   /** The prediction after this update (a new object each time). */
@@ -77,6 +93,20 @@ function endpoint (baseUrl: string | undefined, path: string): string {
 }
 
 /**
+ * The logs after a frame that carries `text` starting at `offset` of the full logs. A frame
+ * that starts past what is known (a joiner's first frame carries only the end) starts over
+ * there; one that would end before what is known is older and changes nothing.
+ */
+export function appendLogs (state: Pick<PredictionState, 'logs' | 'logsOffset'>, text: string, offset: number): { logs: string, logsOffset: number } {
+  const logs = state.logs ?? ''
+  const from = state.logsOffset ?? 0
+  const end = from + logs.length
+  if (offset + text.length < end) return { logs, logsOffset: from }
+  if (offset < from || offset > end) return { logs: text, logsOffset: offset }
+  return { logs: logs.slice(0, offset - from) + text, logsOffset: from }
+}
+
+/**
  * Streams a prediction's updates: iterate it (`for await`) or pass `onUpdate`. The stream ends
  * after `event: done`; a stream that closes for good before that (404: not yours, 401, retries
  * exhausted) makes the iterator throw.
@@ -87,7 +117,7 @@ export function watchPrediction (id: string, options: WatchPredictionOptions = {
     ? (baseUrl !== undefined ? new URL(url, resolveUrl(baseUrl)).toString() : url)
     : endpoint(baseUrl, `predictions/${encodeURIComponent(id)}/events`)
 
-  let state: PredictionState = { id, streamed: [], done: false }
+  let state: PredictionState = { id, streamed: [], streamedLogs: [], done: false }
   const queue: PredictionUpdate[] = []
   const waiters: Array<{ resolve: (r: IteratorResult<PredictionUpdate>) => void, reject: (e: unknown) => void }> = []
   let ended = false
@@ -156,15 +186,26 @@ export function watchPrediction (id: string, options: WatchPredictionOptions = {
     if (ended || event.error !== undefined) return // malformed: reported by connect(), state kept
     const d = event.data
     if (event.type === 'status' && d !== null && typeof d === 'object') {
-      const s = d as Partial<PredictionState> & { status?: PredictionStatus }
+      const s = d as Record<string, unknown>
       state = { ...state }
-      for (const k of ['status', 'progress', 'logs', 'output', 'error', 'metrics'] as const) {
+      for (const k of ['status', 'progress', 'output', 'error', 'metrics'] as const) {
         if (s[k] !== undefined) (state as unknown as Record<string, unknown>)[k] = s[k]
       }
+      if (Array.isArray(s.output_refs)) state.outputRefs = s.output_refs as number[]
+      else if (s.output !== undefined) delete state.outputRefs
+      if (typeof s.logs === 'string') Object.assign(state, appendLogs(state, s.logs, typeof s.logs_offset === 'number' ? s.logs_offset : 0))
+      if (s.upstream === 'retrying') state.upstream = { reason: s.reason as string, retry_in_ms: s.retry_in_ms as number, retry_at: s.retry_at as string }
+      else delete state.upstream
       push('status', d)
     } else if (event.type === 'output') {
       state = { ...state, streamed: [...state.streamed, d] }
       push('output', d)
+    } else if (event.type === 'logs') {
+      state = { ...state, streamedLogs: [...state.streamedLogs, typeof d === 'string' ? d : String(d)] }
+      push('logs', d)
+    } else if (event.type === 'stream-error') {
+      state = { ...state, streamError: d }
+      push('stream-error', d)
     } else if (event.type === 'done') {
       state = { ...state, done: true }
       push('done', d)
@@ -175,7 +216,7 @@ export function watchPrediction (id: string, options: WatchPredictionOptions = {
   const connection = connect({
     ...rest,
     url: eventsUrl,
-    eventTypes: ['status', 'output', 'done'],
+    eventTypes: ['status', 'output', 'logs', 'stream-error', 'done'],
     onEvent,
     onStatus: (status, info) => {
       options.onStatus?.(status, info)

@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { cancelPrediction, createPrediction, GatewayClientError, watchPrediction, type PredictionUpdate } from '../client/index'
+import { appendLogs, cancelPrediction, createPrediction, GatewayClientError, watchPrediction, type PredictionUpdate } from '../client/index'
 
 // The prediction routes of the wire contract, served from a loopback server.
 
@@ -74,9 +74,11 @@ t.test('createPrediction, then iterate status, progress and output until done', 
     status: 'succeeded',
     progress: { percentage: 1, current: 10, total: 10 },
     logs: '50%|█████     | 5/10',
+    logsOffset: 0,
     output: ['Hello world'],
     metrics: { predict_time: 1.2 },
     streamed: ['Hello', ' world'],
+    streamedLogs: [],
     done: true
   })
   t.not(updates[0].state, updates[1].state, 'each update has its own state object')
@@ -152,4 +154,37 @@ t.test('createPrediction and cancelPrediction errors carry the gateway code', as
   t.same(await cancelPrediction('p1', { baseUrl: gw.base, token: 'tok' }), { id: 'p1', status: 'canceled' })
   await t.rejects(cancelPrediction('nope', { baseUrl: gw.base }), { code: 'not_found' })
   await t.rejects(createPrediction({ input: {} }, { baseUrl: 'http://127.0.0.1:1' }), { code: 'network' })
+})
+
+t.test('lean frames: logs put together from offsets, streamed logs, stream errors, outputs by reference', async (t) => {
+  const gw = await gateway(t, (res) => {
+    res.write(status(1, { status: 'processing', logs: 'ne 2\n', logs_offset: 6 })) // a joiner: only the end
+    res.write(status(2, { status: 'processing', logs: 'line 3\n', logs_offset: 11 }))
+    res.write('id: 3\nevent: logs\ndata: "line 4"\n\n')
+    res.write(status(4, { status: 'processing', upstream: 'retrying', reason: 'rate_limited', retry_in_ms: 2000, retry_at: '2030-01-01T00:00:02.000Z' }))
+    res.write(status(5, { status: 'processing', logs: 'line 3\nline 4\n', logs_offset: 11 })) // overlaps: replaces from 11
+    res.write('id: 6\nevent: stream-error\ndata: {"detail":"boom"}\n\n')
+    res.write(status(7, { status: 'failed', output: ['/gw/predictions/p1/output/0'], output_refs: [0] }))
+    res.write('id: 8\nevent: done\ndata: {}\n\n')
+  })
+  const types: string[] = []
+  let retrying: unknown
+  const w = watchPrediction('p1', { baseUrl: gw.base, token: 'tok', onUpdate: (u) => { types.push(u.type); if (u.state.upstream !== undefined) retrying = u.state.upstream } })
+  const end = await w.finished
+  t.same(types, ['status', 'status', 'logs', 'status', 'status', 'stream-error', 'status', 'done'])
+  t.equal(end.logs, 'line 3\nline 4\n'.replace(/^/, 'ne 2\n'), 'the end of the logs, then each appended piece once')
+  t.equal(end.logsOffset, 6)
+  t.same(end.streamedLogs, ['line 4'])
+  t.same(end.streamError, { detail: 'boom' })
+  t.same(end.outputRefs, [0])
+  t.same(retrying, { reason: 'rate_limited', retry_in_ms: 2000, retry_at: '2030-01-01T00:00:02.000Z' }, 'the next try, while Replicate fails')
+  t.equal(end.upstream, undefined, 'cleared by the next plain update')
+})
+
+t.test('appendLogs: in order, overlapping, older, and past a gap', async (t) => {
+  t.same(appendLogs({}, 'abc', 0), { logs: 'abc', logsOffset: 0 })
+  t.same(appendLogs({ logs: 'abc', logsOffset: 0 }, 'def', 3), { logs: 'abcdef', logsOffset: 0 })
+  t.same(appendLogs({ logs: 'abcdef', logsOffset: 0 }, 'dXYZ', 3), { logs: 'abcdXYZ', logsOffset: 0 }, 'a redraw from its offset')
+  t.same(appendLogs({ logs: 'abcdef', logsOffset: 0 }, 'b', 1), { logs: 'abcdef', logsOffset: 0 }, 'an older piece changes nothing')
+  t.same(appendLogs({ logs: 'abc', logsOffset: 0 }, 'xyz', 10), { logs: 'xyz', logsOffset: 10 }, 'past a gap: starts over there')
 })

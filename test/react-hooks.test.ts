@@ -308,6 +308,9 @@ t.test('usePrediction: start, progress, output, succeeded', async (t) => {
   t.equal(now().progress?.percentage, 1, 'progress reached 100%')
   t.same(now().output, ['a', 'b', 'c', 'd'])
   t.match(now().logs, /100%/)
+  t.equal(now().logs, fake.predictions.get(id as string)?.logs, 'the logs put together from the appended pieces')
+  t.same(now().streamed, ['a', 'b', 'c', 'd'], 'streamed output, without asking for stream: true')
+  t.equal(now().streamError, null)
   t.equal(now().prediction?.done, true)
   t.same(probe.statuses, ['idle', 'starting', 'processing', 'succeeded'])
   const percentages = probe.seen.map((s) => s.progress?.percentage).filter((p): p is number => p !== undefined)
@@ -331,6 +334,18 @@ async function failedWith (t: Test, plan: Plan, code: string, message: RegExp): 
 
 t.test('usePrediction: a failed prediction surfaces as error', async (t) => {
   await failedWith(t, { steps: 1, outcome: 'failed', error: 'CUDA out of memory' }, 'prediction_failed', /CUDA out of memory/)
+})
+
+t.test('usePrediction: the output stream\'s error is exposed', async (t) => {
+  const { gw, fake } = await predictionGateway(t)
+  fake.plan({ steps: 1, tokens: ['x'], outcome: 'failed', error: 'CUDA out of memory' })
+  const { probe, Probe, now } = predictionProbe({ baseUrl: gw.url, token: sign({ sub: 'alice' }), model: 'owner/painter' })
+  const view = render(h(Probe))
+  await probe.api!.start({ prompt: 'x' })
+  await waitFor(() => now().prediction?.done === true, 10000, 'done')
+  t.same(now().streamError, { detail: 'CUDA out of memory' })
+  t.equal(now().status, 'failed')
+  view.unmount()
 })
 
 t.test('usePrediction: aborted is reported as failed', async (t) => {

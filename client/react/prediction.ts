@@ -16,11 +16,17 @@ export interface PredictionSnapshot {
   id: string | null
   /** `percentage` is 0..1, from the model's progress bar in its logs; `null` until there is one. */
   progress: PredictionProgress | null
+  /** The logs so far, put together from the stream's appended pieces (a late joiner has their end). */
   logs: string
-  /** The prediction's output as the gateway last reported it (partial while it runs). */
+  /**
+   * The prediction's output as the gateway last reported it (partial while it runs); an item too
+   * large for a frame is the gateway URL that serves it (`GET /predictions/:id/output/:index`).
+   */
   output: unknown
   /** The `event: output` chunks of a streaming model, in order. */
   streamed: unknown[]
+  /** What the model's output stream reported as its error (`event: stream-error`), else `null`. */
+  streamError: unknown
   /**
    * Why it failed: the gateway's refusal (`forbidden_model`, `unauthorized`, `not_configured`,
    * ...), `prediction_failed` (the model's error in `message`), `aborted`, a watch that ended
@@ -50,7 +56,7 @@ export type UsePredictionOptions = Omit<WatchPredictionOptions, 'url' | 'signal'
 }
 
 const IDLE_PREDICTION: PredictionSnapshot = Object.freeze({
-  status: 'idle', id: null, progress: null, logs: '', output: undefined, streamed: [], error: null, prediction: null
+  status: 'idle', id: null, progress: null, logs: '', output: undefined, streamed: [], streamError: null, error: null, prediction: null
 })
 
 const FINAL = new Set<PredictionHookStatus>(['succeeded', 'failed', 'canceled'])
@@ -134,7 +140,7 @@ class PredictionController {
     }
     if (gen !== this.generation) return created.id // superseded by another start() or reset()
     this.eventsUrl = created.events_url
-    const prediction: PredictionState = { id: created.id, status: created.status, streamed: [], done: false }
+    const prediction: PredictionState = { id: created.id, status: created.status, streamed: [], streamedLogs: [], done: false }
     this.apply(prediction, gen)
     if (this.cancelWanted) void this.cancel()
     if (this.mounted && this.watch === null && !FINAL.has(this.snapshot.status)) this.follow(created.id, gen)
@@ -160,7 +166,7 @@ class PredictionController {
     // The stream reports the end too; the answer covers a component that is not watching.
     const s = (answer as { status?: unknown } | undefined)?.status
     if (gen === this.generation && (s === 'canceled' || s === 'succeeded' || s === 'failed' || s === 'aborted') && !FINAL.has(this.snapshot.status)) {
-      this.apply({ ...(this.snapshot.prediction ?? { id, streamed: [], done: false }), status: s }, gen)
+      this.apply({ ...(this.snapshot.prediction ?? { id, streamed: [], streamedLogs: [], done: false }), status: s }, gen)
     }
   }
 
@@ -255,6 +261,7 @@ class PredictionController {
       logs: state.logs ?? cur.logs,
       output: sameJson(state.output, cur.output) ? cur.output : state.output,
       streamed: state.streamed.length === cur.streamed.length ? cur.streamed : state.streamed,
+      streamError: state.streamError ?? cur.streamError,
       prediction: state
     })
   }

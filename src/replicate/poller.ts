@@ -91,12 +91,17 @@ export class Poller {
 
   private async renew (): Promise<void> {
     const { store, timing, log } = this.host
-    if (Date.now() > this.deadline) {
-      // Stuck: do not hold the prediction hostage. The lock lapses within its TTL.
-      log.warn({ prediction: this.id }, 'poller stalled; not renewing its lock')
-      return
-    }
     try {
+      if (Date.now() > this.deadline) {
+        // Stuck: do not hold the prediction hostage. The lock lapses within its TTL; once
+        // another instance holds it, this one stops as soon as its step returns.
+        log.warn({ prediction: this.id }, 'poller stalled; not renewing its lock')
+        if ((await store.get(keys.poller(this.id))) !== this.token) {
+          this.release = false
+          this.ac.abort(new Error('poller lock lost'))
+        }
+        return
+      }
       if (await store.refresh(keys.poller(this.id), this.token, timing.lockTtlMs)) return
       // Someone else holds it now (we stalled past the TTL): two pollers must not overlap.
       log.warn({ prediction: this.id }, 'poller lock lost')
@@ -177,7 +182,6 @@ export class Poller {
       }
       if (streamUrl !== null && this.follower === null && (await host.store.get(keys.streamed(id))) === null) this.follow(streamUrl)
       let p: Prediction
-      this.lastPollAt = Date.now()
       host.countPoll(mode)
       try {
         this.busyFor(host.timing.callTimeoutMs)
@@ -188,6 +192,7 @@ export class Poller {
           host.notifyRetry(id, info.reason, info.delayMs, info.attempt).catch(err => host.log.warn({ err, prediction: id }, 'retry notice failed'))
         }))
       } catch (err) {
+        this.lastPollAt = Date.now()
         if (signal.aborted) return
         failures++
         this.retrying = true
@@ -205,6 +210,8 @@ export class Poller {
         await this.waitUntil(Date.now() + delayMs)
         continue
       }
+      // The pause runs from the end of a poll: a slow answer does not make the next one sooner.
+      this.lastPollAt = Date.now()
       failures = 0
       // The stream usually ends just after the final status is visible: its last output is
       // forwarded before that status, so watchers see every token, then the end.

@@ -16,7 +16,7 @@ interface Outcome {
 }
 
 // EventSource only reports the event names it listens to; these it always needs.
-const ALWAYS_LISTENED = ['message', 'reset', 'auth-expired']
+const ALWAYS_LISTENED = ['message', 'reset', 'auth-expired', 'disconnect']
 // A connection that delivered no event and lasted less than this did not really work (a proxy
 // that accepts and hangs up, a token that expires at once): it counts as a failed attempt
 // against maxRetries, and an auth-expired on it reconnects through the backoff, not at once.

@@ -100,7 +100,7 @@ export interface ConnectOptions {
   eventSourceAuth?: 'ticket' | 'query'
   /** EventSource mode: where to get tickets. Default: `/tickets` on the stream's origin. */
   ticketUrl?: string
-  /** EventSource mode: named events to listen for besides `events`, `message`, `reset` and `auth-expired` (EventSource cannot listen to "all"). */
+  /** EventSource mode: named events to listen for besides `events`, `message`, `reset`, `auth-expired` and `disconnect` (EventSource cannot listen to "all"). */
   eventTypes?: string[]
   EventSource?: EventSourceConstructor
   locks?: LockManagerLike

@@ -1,4 +1,6 @@
 import t, { type Test } from 'tap'
+import { EventSource } from 'eventsource'
+import { connect } from '../client/index'
 import { build, publish, RawStream, sign, uniquePrefix, waitFor, type Gateway } from './helper'
 
 const pub = sign({ sub: 'backend', role: 'publisher' })
@@ -140,4 +142,31 @@ t.test('bad requests change nothing', async t => {
   t.equal(cookie.status, 401, 'a cookie does not authorize a write')
   t.equal((await disconnect(gw.url, { sub: 'u' }, null)).status, 401)
   t.equal((await status(gw, sign({ sub: 'u' }))).status, 200, 'nothing was revoked')
+})
+
+t.test('the client library sees event: disconnect, then closes as unauthorized (fetch and EventSource modes)', async t => {
+  const gw = await build(t, { REDIS_URL: '' })
+  for (const mode of ['fetch', 'eventsource'] as const) {
+    const jti = `client-${mode}`
+    const events: Array<{ type: string, data: unknown }> = []
+    const statuses: string[] = []
+    let reason: string | undefined
+    const conn = connect({
+      url: `${gw.url}/events`,
+      token: sign({ sub: 'cl', jti }),
+      mode,
+      EventSource: mode === 'eventsource' ? EventSource as unknown as typeof globalThis.EventSource : undefined,
+      retryDelay: () => 10,
+      maxRetries: 3,
+      onEvent: e => events.push({ type: e.type, data: e.data }),
+      onStatus: (s, info) => { statuses.push(s); if (s === 'closed') reason = info.reason }
+    })
+    t.teardown(() => conn.close())
+    await waitFor(() => statuses.includes('open'), 10000, `${mode}: open`)
+    t.equal((await disconnect(gw.url, { jti, reason: 'bye' })).status, 202)
+    await waitFor(() => statuses.includes('closed'), 10000, `${mode}: closed`)
+    t.same(events.filter(e => e.type === 'disconnect'), [{ type: 'disconnect', data: { reason: 'bye' } }], `${mode}: the disconnect event`)
+    // EventSource mode trades the token for a ticket first: that POST /tickets is the 401.
+    t.equal(reason, 'unauthorized', `${mode}: the reconnect is refused`)
+  }
 })

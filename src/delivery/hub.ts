@@ -2,6 +2,7 @@ import type { Bus, BusMessage, Listener } from '../bus/bus'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Metrics } from '../metrics/metrics'
 import type { Problem } from '../outcome'
+import type { DeliverySpan, DeliveryTracer } from './tracing'
 import { Connection, type CloseReason, type Frame } from './connection'
 import { decodeCursor } from './cursor'
 import { ExpirySweep } from './expiry'
@@ -47,6 +48,8 @@ export interface HubOptions {
   /** How long a new stream waits for a reconnecting bus before its 503. */
   busWaitMs: number
   log: { info: (o: object, m: string) => void, warn: (o: object, m: string) => void }
+  /** Delivery spans (batch wait, frame, write) when tracing is on; null or absent: off. */
+  tracer?: DeliveryTracer | null
 }
 
 const noop = (): void => {}
@@ -74,9 +77,14 @@ export class Hub {
     this.flush()
   }
 
+  private readonly tracer: DeliveryTracer | null
+  /** Delivery spans waiting for the flush that writes their message. */
+  private readonly spans: DeliverySpan[] = []
+
   draining = false
 
   constructor (private readonly bus: Bus, private readonly opts: HubOptions, private readonly m: Metrics) {
+    this.tracer = opts.tracer ?? null
     this.listener = {
       onMessage: (msg) => this.fanout(msg),
       onReset: (channel, head) => this.reset(channel, head)
@@ -269,7 +277,9 @@ export class Hub {
   private fanout (msg: BusMessage): void {
     const members = this.channels.get(msg.channel)
     if (members === undefined) return
+    const t0 = this.tracer !== null ? performance.now() : 0
     const frame: Frame = { id: msg.id, channel: msg.channel, event: msg.event, key: msg.key, ts: msg.ts, body: messageBody(msg.event, msg.data) }
+    if (this.tracer !== null) this.traceDelivery(msg, t0, members instanceof Connection ? 1 : members.size)
     if (members instanceof Connection) {
       this.deliver(members, members.channels.indexOf(msg.channel), frame)
       return
@@ -277,6 +287,14 @@ export class Hub {
     this.current = frame
     members.forEach(this.deliverEach)
     this.current = null
+  }
+
+  private traceDelivery (msg: BusMessage, receivedAt: number, connections: number): void {
+    const span = (this.tracer as DeliveryTracer).delivery(msg, receivedAt, performance.now(), connections)
+    if (span === null) return
+    this.spans.push(span)
+    // With window 0 a flush runs only when a stream got a frame; the span must end regardless.
+    if (this.flushTimer === null && this.turnFlush === null) this.turnFlush = setImmediate(this.flushTurn)
   }
 
   private deliver (conn: Connection, i: number, frame: Frame): void {
@@ -298,10 +316,16 @@ export class Hub {
   }
 
   private flush (): void {
-    if (this.dirty.size === 0) return
+    if (this.dirty.size === 0 && this.spans.length === 0) return
+    const start = this.spans.length > 0 ? performance.now() : 0
     const now = Date.now()
     for (const conn of this.dirty) conn.flush(now)
     this.dirty.clear()
+    if (this.spans.length > 0) {
+      const end = performance.now()
+      for (const span of this.spans) span.written(start, end)
+      this.spans.length = 0
+    }
   }
 
   /** Closes every stream with a jittered `retry:` hint, spread evenly over `ms`. */

@@ -60,8 +60,9 @@ function exporter (cfg: OtelConfig): SpanExporter {
  * The hub's performance.now() as an absolute time. Given as HrTime the SDK takes it as is; a
  * number would be shifted by a per-span clock offset, and the phases would not line up.
  */
+const ORIGIN = performance.timeOrigin
 function at (perfMs: number): HrTime {
-  return millisToHrTime(performance.timeOrigin + perfMs)
+  return millisToHrTime(ORIGIN + perfMs)
 }
 
 function parentContext (tp: string | undefined): Context {
@@ -88,7 +89,12 @@ export function startTracing (cfg: OtelConfig): Tracing {
 
   const delivery: DeliveryTracer = {
     delivery (msg: BusMessage, receivedAt: number, framedAt: number, connections: number): DeliverySpan | null {
-      const attributes: Attributes = {
+      const received = at(receivedAt)
+      const span = tracer.startSpan('deliver', { kind: SpanKind.CONSUMER, startTime: received }, parentContext(msg.traceparent))
+      if (!span.isRecording()) return null
+      // Set after the sampling decision (the standard samplers do not read attributes): an
+      // unsampled message costs no attribute object.
+      span.setAttributes({
         ...SYSTEM,
         'messaging.operation.type': 'process',
         'messaging.operation.name': 'deliver',
@@ -96,10 +102,7 @@ export function startTracing (cfg: OtelConfig): Tracing {
         'messaging.message.id': msg.id,
         'sse.event': msg.event,
         'sse.connections': connections
-      }
-      const received = at(receivedAt)
-      const span = tracer.startSpan('deliver', { kind: SpanKind.CONSUMER, startTime: received, attributes }, parentContext(msg.traceparent))
-      if (!span.isRecording()) return null
+      })
       return {
         written (start: number, end: number): void {
           // The three phases as child spans, timed after the fact: nothing runs per connection.

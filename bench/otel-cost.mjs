@@ -8,7 +8,8 @@
 // Figures are per message (not per recipient): a delivery span is one per message per instance.
 // CPU time of this process (process.cpuUsage), so other load on the machine counts less.
 //
-//   npm run build && node --expose-gc bench/otel-cost.mjs [connections=1,100,1000] [messages=20000]
+//   npm run build && node --expose-gc bench/otel-cost.mjs [connections=1,100,1000] [messages=20000] [modes=off,unsampled,sampled]
+// (`off` alone also runs against a build from before tracing existed: copy this file there.)
 
 import http from 'node:http'
 import { join } from 'node:path'
@@ -25,6 +26,7 @@ const { channelSetHash } = await dist('delivery/cursor.js')
 
 const sizes = (process.argv[2] ?? '1,100,1000').split(',').map(Number)
 const messages = Number(process.argv[3] ?? 20000)
+const modes = (process.argv[4] ?? 'off,unsampled,sampled').split(',')
 const ROUNDS = 5
 const HEAP_MESSAGES = 200
 const gc = globalThis.gc ?? (() => {})
@@ -113,7 +115,7 @@ process.stdout.write('| connections | tracing | CPU ns per message (median / bes
 for (const n of sizes) {
   let off = 0
   // "off" runs first so that the SDK is not even loaded for it.
-  for (const mode of ['off', 'unsampled', 'sampled']) {
+  for (const mode of modes) {
     const r = await run(n, mode)
     if (mode === 'off') off = r.ns
     const label = mode === 'off' ? 'off' : mode === 'unsampled' ? 'on, unsampled' : 'on, sampled'

@@ -2,7 +2,7 @@ import js from '@eslint/js'
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
-  { ignores: ['dist/', 'coverage/', '.tap/', 'node_modules/', 'examples/**/dist/', 'bench/results/'] },
+  { ignores: ['dist/', 'dist-dev/', 'coverage/', '.tap/', 'node_modules/', 'examples/**/dist/', 'bench/results/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

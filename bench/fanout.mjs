@@ -5,11 +5,14 @@
 // cursor, queueing, the write call) without the ~10 µs kernel cost of a real write
 // (bench/lib/write-cost.mjs has that).
 //
-//   node --expose-gc bench/fanout.mjs [N,N,...=1000,10000,100000] [rounds=30]
+//   node --expose-gc bench/fanout.mjs [N,N,...=1000,10000,100000] [rounds=30] [--no-save]
 
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { EventEmitter } from 'node:events'
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { machine } from './lib/machine.mjs'
 
 const ROOT = join(import.meta.dirname, '..')
 const dist = (p) => import(pathToFileURL(join(ROOT, 'dist', p)).href)
@@ -19,8 +22,9 @@ const { MemoryBus } = await dist('bus/memory-bus.js')
 const { createMetrics } = await dist('metrics/metrics.js')
 const { channelSetHash } = await dist('delivery/cursor.js')
 
-const sizes = (process.argv[2] ?? '1000,10000,100000').split(',').map(Number)
-const rounds = Number(process.argv[3] ?? 30)
+const args = process.argv.slice(2).filter(a => !a.startsWith('--'))
+const sizes = (args[0] ?? '1000,10000,100000').split(',').map(Number)
+const rounds = Number(args[1] ?? 30)
 const gc = globalThis.gc ?? (() => {})
 const quiet = { info () {}, warn () {} }
 
@@ -50,7 +54,7 @@ async function run (n, windowMs) {
   const hash = channelSetHash(channels)
   for (let i = 0; i < n; i++) {
     const conn = new Connection({ res: new Sink(counter), user: 'u', channels, hash, events: null, maxBufferedBytes: 1 << 20, immediate: hub.immediate, metrics, onClose: hub.onClose })
-    await hub.attach(conn, null)
+    await hub.attach(conn, { from: 'live' })
   }
   const pad = 'x'.repeat(100)
   const times = []
@@ -78,11 +82,23 @@ async function run (n, windowMs) {
   return { n, windowMs, nsPerRecipient: Math.round(med(times)), nsPerRecipientBest: Math.round(times[0]), heapBytesPerRecipient: Math.round(med(allocs)), bytesPerWrite: Math.round(counter.bytes / counter.writes) }
 }
 
-process.stdout.write(`fan-out: one message to N connections, median of ${rounds} rounds (Node ${process.version})\n`)
+const m = machine()
+let commit = null
+try { commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT }).toString().trim() } catch {}
+process.stdout.write(`fan-out: one message to N connections, median of ${rounds} rounds (Node ${process.version}, ${m.cores} cores, commit ${commit}, load average ${m.loadavg.join(' ')})\n`)
 process.stdout.write('| connections | window | ns per recipient (median / best) | heap allocated per recipient |\n|---|---|---|---|\n')
+const rows = []
 for (const n of sizes) {
   for (const w of [100, 0]) {
     const r = await run(n, w)
+    rows.push(r)
     process.stdout.write(`| ${n.toLocaleString('en-US')} | ${w} ms | ${r.nsPerRecipient} / ${r.nsPerRecipientBest} | ${r.heapBytesPerRecipient} B |\n`)
   }
+}
+if (!process.argv.includes('--no-save')) {
+  const date = new Date().toISOString()
+  const file = join(ROOT, 'bench/results', `fanout-${date.replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}.json`)
+  mkdirSync(join(ROOT, 'bench/results'), { recursive: true })
+  writeFileSync(file, JSON.stringify({ scenario: 'fanout', date, command: `node --expose-gc bench/fanout.mjs ${process.argv.slice(2).join(' ')}`.trim(), machine: { ...m, commit }, rounds, rows }, null, 2) + '\n')
+  process.stdout.write(`saved ${file.slice(ROOT.length + 1)}\n`)
 }

@@ -40,7 +40,7 @@ class Sink extends EventEmitter {
     this.chunkedEncoding = true
     this.writableLength = 0
     this.writableEnded = false
-    this.socket = { writableLength: 0, write: (s) => { counter.writes++; return true } }
+    this.socket = { writableLength: 0, write: () => { counter.writes++; return true } }
   }
 
   writeHead () {}

@@ -1,6 +1,7 @@
 import { connect } from './connect'
 import { asClientError, errorFromResponse, GatewayClientError } from './errors'
-import { reportUncaught, resolveUrl } from './stream'
+import { reportUncaught } from './callbacks'
+import { resolveUrl } from './stream'
 import type { Connection, ConnectOptions, GatewayEvent } from './types'
 
 export type PredictionStatus = 'starting' | 'processing' | 'succeeded' | 'failed' | 'canceled' | 'aborted'

@@ -1,5 +1,6 @@
 import { GatewayClientError, type SerializedError } from './errors'
-import { DirectConnection, reportUncaught, resolveUrl } from './stream'
+import { CallbackConnection, reportUncaught } from './callbacks'
+import { DirectConnection, resolveUrl } from './stream'
 import type { BroadcastChannelLike, Connection, ConnectionStatus, ConnectOptions, GatewayEvent, LockManagerLike, StatusInfo } from './types'
 
 // Cross-tab sharing: every tab asks for the same Web Lock; the tab holding it (the leader) runs
@@ -43,21 +44,16 @@ export function defaultShareKey (o: Pick<ConnectOptions, 'url' | 'channels' | 'e
   return `${u.origin}${u.pathname}|${channels}|${events}`
 }
 
-export class SharedConnection implements Connection {
+export class SharedConnection extends CallbackConnection implements Connection {
   role: 'leader' | 'follower' = 'follower'
-  status: ConnectionStatus = 'connecting'
-  statusInfo: StatusInfo = {}
-  lastEventId: string
   private closed = false
   private inner: DirectConnection | null = null
   private release: (() => void) | null = null
   private readonly lockAbort = new AbortController()
   private readonly bc: BroadcastChannelLike
-  private readonly o: ConnectOptions
 
   constructor (options: ConnectOptions, locks: LockManagerLike, BC: new (name: string) => BroadcastChannelLike) {
-    this.o = options
-    this.lastEventId = options.lastEventId ?? ''
+    super(options)
     const name = `sse-gateway:${options.shareKey ?? defaultShareKey(options)}`
     this.bc = new BC(name)
     this.bc.onmessage = (e: { data: Wire }) => this.receive(e.data)
@@ -159,12 +155,6 @@ export class SharedConnection implements Connection {
     }
   }
 
-  private cursor (id: string): void {
-    if (id === this.lastEventId) return
-    this.lastEventId = id
-    if (this.o.onLastEventId !== undefined) this.call(this.o.onLastEventId, id)
-  }
-
   private shutdown (info: StatusInfo): void {
     this.closed = true
     this.lockAbort.abort()
@@ -182,27 +172,4 @@ export class SharedConnection implements Connection {
     }
   }
 
-  private setStatus (status: ConnectionStatus, info: StatusInfo): void {
-    this.status = status
-    this.statusInfo = info
-    if (this.o.onStatus !== undefined) this.call(this.o.onStatus, status, info)
-  }
-
-  private report (err: GatewayClientError): void {
-    if (this.o.onError === undefined) return
-    try {
-      this.o.onError(err)
-    } catch (e) {
-      reportUncaught(e)
-    }
-  }
-
-  private call<A extends unknown[]> (fn: (...args: A) => void, ...args: A): void {
-    try {
-      fn(...args)
-    } catch (err) {
-      if (this.o.onError === undefined) { reportUncaught(err); return }
-      this.report(err instanceof GatewayClientError ? err : new GatewayClientError('callback', err instanceof Error ? err.message : String(err), { cause: err }))
-    }
-  }
 }

@@ -1,7 +1,9 @@
 import { backoffDelay } from './backoff'
+import { CallbackConnection } from './callbacks'
+import { sleep } from '../src/shared/sleep'
 import { asClientError, errorFromResponse, GatewayClientError } from './errors'
 import { SseParser, type SseMessage } from './parser'
-import type { CloseReason, Connection, ConnectionStatus, ConnectOptions, EventSourceConstructor, GatewayEvent, StatusInfo } from './types'
+import type { CloseReason, Connection, ConnectOptions, EventSourceConstructor, GatewayEvent, StatusInfo } from './types'
 
 /** How one connection attempt ended. */
 interface Outcome {
@@ -36,13 +38,6 @@ export function streamUrl (o: Pick<ConnectOptions, 'url' | 'channels' | 'events'
   return u.toString()
 }
 
-/** Errors thrown by user callbacks end up here when `onError` cannot take them. */
-export function reportUncaught (err: unknown): void {
-  const report = (globalThis as { reportError?: (e: unknown) => void }).reportError
-  if (typeof report === 'function') report(err)
-  else console.error(err)
-}
-
 /**
  * JSON first; a payload that cannot be JSON (a plain string published as such) passes through
  * as text; one that starts like JSON but does not parse is the malformed case.
@@ -60,20 +55,8 @@ export function parseData (raw: string): { value: unknown, error?: GatewayClient
   }
 }
 
-function sleep (ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) { resolve(); return }
-    const done = (): void => { clearTimeout(timer); signal.removeEventListener('abort', done); resolve() }
-    const timer = setTimeout(done, ms)
-    signal.addEventListener('abort', done)
-  })
-}
-
 /** One tab's own stream (fetch or EventSource), with resume and retries. */
-export class DirectConnection implements Connection {
-  status: ConnectionStatus = 'connecting'
-  statusInfo: StatusInfo = {}
-  lastEventId: string
+export class DirectConnection extends CallbackConnection implements Connection {
   readonly role = 'direct' as const
   private closed = false
   private readonly stop = new AbortController()
@@ -83,11 +66,9 @@ export class DirectConnection implements Connection {
   private openedAt = 0
   private delivered = false
   private pending: Outcome | null = null
-  private readonly o: ConnectOptions
 
   constructor (options: ConnectOptions) {
-    this.o = options
-    this.lastEventId = options.lastEventId ?? ''
+    super(options)
     if ((options.mode ?? 'fetch') === 'fetch' && typeof (options.fetch ?? globalThis.fetch) !== 'function') {
       throw new TypeError('connect(): no fetch available; pass options.fetch')
     }
@@ -243,12 +224,6 @@ export class DirectConnection implements Connection {
     }, { lastEventId: this.lastEventId })
   }
 
-  private cursor (id: string): void {
-    if (id === this.lastEventId) return
-    this.lastEventId = id
-    if (this.o.onLastEventId !== undefined) this.call(this.o.onLastEventId, id)
-  }
-
   private message (m: SseMessage): void {
     if (this.closed) return
     if (m.type === 'auth-expired') {
@@ -349,28 +324,4 @@ export class DirectConnection implements Connection {
     return { error: new GatewayClientError('http_' + res.status, 'POST /tickets answered without a ticket', { status: res.status }) }
   }
 
-  private setStatus (status: ConnectionStatus, info: StatusInfo): void {
-    this.status = status
-    this.statusInfo = info
-    if (this.o.onStatus !== undefined) this.call(this.o.onStatus, status, info)
-  }
-
-  private report (error: GatewayClientError): void {
-    if (this.o.onError === undefined) return
-    try {
-      this.o.onError(error)
-    } catch (err) {
-      reportUncaught(err)
-    }
-  }
-
-  // A throwing callback is the app's bug, but it must not kill the stream or the parser state.
-  private call<A extends unknown[]> (fn: (...args: A) => void, ...args: A): void {
-    try {
-      fn(...args)
-    } catch (err) {
-      if (this.o.onError === undefined) { reportUncaught(err); return }
-      this.report(asClientError(err, 'callback'))
-    }
-  }
 }

@@ -9,13 +9,13 @@ import { ClusterBus } from './bus/redis/cluster-bus'
 import { Hub } from './delivery/hub'
 import { createMetrics, type Metrics } from './metrics/metrics'
 import authPlugin from './auth/plugin'
-import { GatewayError } from './errors'
+import { errors, frameworkError, GatewayError } from './errors'
 import { loggerOptions } from './logger'
 import eventsRoutes from './routes/events'
 import publishRoutes from './routes/publish'
 import ticketRoutes from './routes/tickets'
 import healthRoutes from './routes/health'
-import replicatePlugin, { type ReplicateOptions } from './replicate/plugin'
+import replicatePlugin, { type ReplicateOptions } from './routes/replicate'
 import demoRoutes from './routes/demo'
 import type { Tracing } from './otel'
 import { createFeatures, type Features } from './features'
@@ -147,20 +147,13 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
       if (err.headers !== undefined) reply.headers(err.headers)
       return reply.code(err.statusCode).send({ error: err.code, message: err.message })
     }
-    const status: number = typeof err.statusCode === 'number' ? err.statusCode : 500
-    if (status >= 500) {
-      request.log.error({ err }, 'request failed')
-      return reply.code(status).send({ error: 'internal_error', message: 'internal error' })
-    }
-    const code = status === 413
-      ? 'payload_too_large'
-      : err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE'
-        ? 'unsupported_media_type'
-        : /JSON/i.test(String(err.message)) || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' ? 'invalid_json' : 'bad_request'
-    return reply.code(status).send({ error: code, message: err.message })
+    const mapped = frameworkError(err)
+    if (mapped.statusCode >= 500) request.log.error({ err }, 'request failed')
+    return reply.code(mapped.statusCode).send({ error: mapped.code, message: mapped.message })
   })
   app.setNotFoundHandler((request, reply) => {
-    reply.code(404).send({ error: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` })
+    const e = errors.noRoute(request.method, request.url.split('?')[0])
+    reply.code(e.statusCode).send({ error: e.code, message: e.message })
   })
 
   if (config.corsOrigins !== undefined) {
@@ -173,7 +166,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
       maxAge: 600
     })
   }
-  const features = await createFeatures({ config, bus, store, hub, log: app.log })
+  const features = await createFeatures({ config, bus, store, hub, metrics, log: app.log })
   app.decorate('features', features)
   // The revocation check: two Map lookups on every authenticated request, no round trip.
   await app.register(authPlugin, { config, store, refuse: (claims) => features.revocations.check(claims) })

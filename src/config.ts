@@ -47,6 +47,11 @@ const schema = {
     REPLICATE_BASE_URL: { type: 'string', pattern: '^https?://', default: 'https://api.replicate.com/v1' },
     REPLICATE_WEBHOOK_SECRET: { type: 'string', pattern: '^whsec_' },
     REPLICATE_MODELS: { type: 'string' },
+    REPLICATE_MAX_RETRY_AFTER_S: { type: 'integer', minimum: 0, maximum: 86400, default: 60 },
+    REPLICATE_CONNECT_TIMEOUT_MS: { type: 'integer', minimum: 1, maximum: 600000, default: 5000 },
+    REPLICATE_TIMEOUT_MS: { type: 'integer', minimum: 1, maximum: 600000, default: 10000 },
+    REPLICATE_CREATE_TIMEOUT_MS: { type: 'integer', minimum: 1, maximum: 600000, default: 30000 },
+    REPLICATE_STREAM_IDLE_TIMEOUT_MS: { type: 'integer', minimum: 1, maximum: 3600000, default: 60000 },
     PUBLIC_URL: { type: 'string', pattern: '^https?://' },
     LOG_LEVEL: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
     CORS_ORIGINS: { type: 'string' },
@@ -84,7 +89,23 @@ export interface Config {
   maxBufferedBytes: number
   maxBodyBytes: number
   shutdownDrainMs: number
-  replicate: { apiToken?: string, baseUrl: string, webhookSecret?: string, models?: string[], publicUrl?: string }
+  replicate: {
+    apiToken?: string
+    baseUrl: string
+    webhookSecret?: string
+    models?: string[]
+    publicUrl?: string
+    /** a Retry-After up to this is waited out inside one call; a longer one is scheduled and announced */
+    maxRetryAfterS: number
+    /** until Replicate's response head arrives, per attempt (also the output stream's connect) */
+    connectTimeoutMs: number
+    /** one get or cancel attempt, in total */
+    timeoutMs: number
+    /** one create attempt, in total (a `Prefer: wait` adds its wait) */
+    createTimeoutMs: number
+    /** an output stream silent this long is dropped and resumed from its last event */
+    streamIdleTimeoutMs: number
+  }
   logLevel: string
   corsOrigins?: string[]
   demo: boolean
@@ -191,7 +212,12 @@ export function loadConfig (env: Record<string, string | undefined> = process.en
       baseUrl: raw.REPLICATE_BASE_URL,
       webhookSecret: raw.REPLICATE_WEBHOOK_SECRET,
       models: list(raw.REPLICATE_MODELS),
-      publicUrl: raw.PUBLIC_URL
+      publicUrl: raw.PUBLIC_URL,
+      maxRetryAfterS: raw.REPLICATE_MAX_RETRY_AFTER_S,
+      connectTimeoutMs: raw.REPLICATE_CONNECT_TIMEOUT_MS,
+      timeoutMs: raw.REPLICATE_TIMEOUT_MS,
+      createTimeoutMs: raw.REPLICATE_CREATE_TIMEOUT_MS,
+      streamIdleTimeoutMs: raw.REPLICATE_STREAM_IDLE_TIMEOUT_MS
     },
     logLevel: raw.LOG_LEVEL,
     corsOrigins: list(raw.CORS_ORIGINS),

@@ -36,7 +36,27 @@ export const errors = {
   notFound: (what: string) => new GatewayError(404, 'not_found', `${what} not found`),
   forbiddenModel: (model: string) => new GatewayError(403, 'forbidden_model', `model "${model}" is not allowed on this gateway`),
   notConfigured: (what: string) => new GatewayError(501, 'not_configured', `${what} is not configured on this gateway`),
-  upstream: (status: number, code: string, message: string) => new GatewayError(status, code, message)
+  upstream: (status: number, code: string, message: string) => new GatewayError(status, code, message),
+  noRoute: (method: string, path: string) => new GatewayError(404, 'not_found', `no route ${method} ${path}`),
+  internal: (status = 500) => new GatewayError(status, 'internal_error', 'internal error'),
+  payloadTooLarge: (message: string) => new GatewayError(413, 'payload_too_large', message),
+  unsupportedMediaType: (status: number, message: string) => new GatewayError(status, 'unsupported_media_type', message),
+  invalidJson: (status: number, message: string) => new GatewayError(status, 'invalid_json', message),
+  badRequest: (status: number, message: string) => new GatewayError(status, 'bad_request', message)
+}
+
+/**
+ * Fastify's own errors (body parsing, limits, anything thrown that is not a GatewayError) in the
+ * same shape; a 5xx never shows its message, which may carry internals.
+ */
+export function frameworkError (err: { statusCode?: unknown, code?: unknown, message?: unknown }): GatewayError {
+  const status = typeof err.statusCode === 'number' ? err.statusCode : 500
+  const message = String(err.message)
+  if (status >= 500) return errors.internal(status)
+  if (status === 413) return errors.payloadTooLarge(message)
+  if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return errors.unsupportedMediaType(status, message)
+  if (/JSON/i.test(message) || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return errors.invalidJson(status, message)
+  return errors.badRequest(status, message)
 }
 
 /** The HTTP answer to a refusal of core. */

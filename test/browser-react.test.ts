@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net'
 import { extname, join, normalize, resolve, sep } from 'node:path'
 import { promisify } from 'node:util'
 import { chromium, type Page } from 'playwright-core'
-import { startFakeReplicate } from '../src/dev/fake-replicate'
+import { startFakeReplicate } from '../dev/fake-replicate'
 import { build, waitFor } from './helper'
 
 // The React example (examples/react) built with Vite, served from a static server, in headless

@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap'
-import { startFakeReplicate, type FakeReplicate, type FakeReplicateOptions } from '../src/dev/fake-replicate'
+import { startFakeReplicate, type FakeReplicate, type FakeReplicateOptions } from '../dev/fake-replicate'
 import type { ReplicateOptions } from '../src/replicate/service'
 import { build, RawStream, sign, waitFor, type Gateway, type SseFrame } from './helper'
 
@@ -179,5 +179,26 @@ t.test('a follower taking over resumes the upstream stream with Last-Event-ID', 
   const survivor = streams.get(other) as RawStream
   await survivor.waitClosed()
   t.same(outputs(survivor), ['a', 'b', 'c', 'd'], 'nothing lost, nothing twice')
+  t.same(ending(survivor), ['succeeded', 'done'])
+})
+
+t.test('with the default timings a crashed holder\'s polling moves within 3 s', async t => {
+  const p = await pair(t, { fake: { advanceOnGet: false }, replicate: { pollIntervalMs: 1000, lockTtlMs: 2000, releaseOnClose: false } })
+  const id = await create(p.a)
+  const streams = new Map([[p.a, watch(t, p.a, id)], [p.b, watch(t, p.b, id)]])
+  await waitFor(() => p.ca.gets + p.cb.gets >= 1, 10000, 'polling')
+  const [holder, other, otherCount] = p.ca.gets > 0 ? [p.a, p.b, p.cb] : [p.b, p.a, p.ca]
+  const gets = (): number[] => p.fake.requests.filter(r => r.route === 'get').map(r => r.at)
+  const before = gets().length
+  const diedAt = Date.now()
+  await shutDown(holder)
+  await waitFor(() => otherCount.gets > 0 && gets().length > before, 10000, 'the other instance polls')
+  const took = (gets().at(-1) as number) - diedAt
+  // Lock TTL (2 s) after the last renewal plus one tick (667 ms), plus slack for a busy machine.
+  t.ok(took <= 3000 + 300, `the other instance polled ${took} ms after the crash`)
+  t.comment(`takeover after a crash with default timings: ${took} ms`)
+  p.fake.finish(id)
+  const survivor = streams.get(other) as RawStream
+  await survivor.waitClosed()
   t.same(ending(survivor), ['succeeded', 'done'])
 })

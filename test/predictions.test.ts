@@ -1,58 +1,34 @@
 import t, { type Test } from 'tap'
-import { startFakeReplicate, type FakeReplicate, type FakeReplicateOptions } from '../src/dev/fake-replicate'
 import { signWebhook } from '../src/replicate/webhook'
 import type { Prediction } from '../src/replicate/types'
-import { build, RawStream, sign, waitFor, type Gateway, type SseFrame } from './helper'
+import { build, RawStream, waitFor, type Gateway, type SseFrame } from './helper'
+import { FAST, alice, api, create, data, history, mallory, metric, setup, statuses, watch } from './prediction-fixtures'
 
-// Fast timings: a poll every 30 ms, locks that expire in 600 ms, retries from 20 ms.
-const FAST = { pollIntervalMs: 30, lockTtlMs: 600, retryBaseDelayMs: 20, streamGraceMs: 3000 }
-const alice = sign({ sub: 'alice' })
-const mallory = sign({ sub: 'mallory' })
-
-async function setup (t: Test, o: { fake?: FakeReplicateOptions, env?: Record<string, string> } = {}): Promise<{ fake: FakeReplicate, gw: Gateway }> {
-  const fake = await startFakeReplicate(o.fake)
-  t.teardown(() => fake.close())
-  const gw = await build(t, {
-    REPLICATE_API_TOKEN: fake.token,
-    REPLICATE_BASE_URL: fake.url,
-    REPLICATE_WEBHOOK_SECRET: fake.webhookSecret,
-    BATCH_WINDOW_MS: '10',
-    ...o.env
-  }, { replicate: FAST })
-  return { fake, gw }
-}
-
-async function api (gw: Gateway, method: string, path: string, token?: string, body?: unknown): Promise<{ status: number, body: any }> {
-  const res = await fetch(gw.url + path, {
-    method,
-    headers: { ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body)
-  })
-  const text = await res.text()
-  return { status: res.status, body: text === '' ? undefined : JSON.parse(text) }
-}
-
-async function create (gw: Gateway, body: Record<string, unknown> = {}): Promise<string> {
-  const res = await api(gw, 'POST', '/predictions', alice, { version: 'v1', input: { prompt: 'a cat' }, ...body })
-  if (res.status !== 201) throw new Error(`create answered ${res.status}: ${JSON.stringify(res.body)}`)
-  return res.body.id
-}
-
-function watch (t: Test, gw: Gateway, id: string, token = alice): RawStream {
-  const s = new RawStream(gw.port, `/predictions/${id}/events`, { Authorization: `Bearer ${token}` })
-  t.teardown(() => s.close())
-  return s
-}
-
-const data = (f: SseFrame): any => JSON.parse(f.data as string)
-const statuses = (s: RawStream): any[] => s.messages().filter(f => f.event === 'status').map(data)
 const RANK: Record<string, number> = { starting: 0, processing: 1, succeeded: 2, failed: 2, canceled: 2, aborted: 2 }
+
+/**
+ * The logs as a watcher rebuilds them from lean frames (appended text at an offset); fails on
+ * a gap or on text that would move the end backwards.
+ */
+function assembleLogs (t: Test, seen: any[]): string {
+  let logs = ''
+  for (const f of seen) {
+    if (f.logs === undefined) continue
+    if (f.logs_offset > logs.length) t.fail(`a gap in the logs: offset ${f.logs_offset} after ${logs.length} characters`)
+    if (f.logs_offset + f.logs.length < logs.length) t.fail('logs went back')
+    logs = logs.slice(0, f.logs_offset) + f.logs
+  }
+  return logs
+}
 
 function neverRegresses (t: Test, seen: any[]): void {
   for (let i = 1; i < seen.length; i++) {
     if (RANK[seen[i].status] < RANK[seen[i - 1].status]) t.fail(`status went back: ${seen[i - 1].status} -> ${seen[i].status}`)
-    if ((seen[i].logs ?? '').length < (seen[i - 1].logs ?? '').length) t.fail('logs went back')
+    const p = seen[i].progress?.percentage
+    const q = seen[i - 1].progress?.percentage
+    if (p !== undefined && q !== undefined && p < q) t.fail(`progress went back: ${q} -> ${p}`)
   }
+  assembleLogs(t, seen)
 }
 
 async function postWebhook (gw: Gateway, snapshot: Prediction, o: { id?: string, timestamp?: number, secret: string }): Promise<{ status: number, body: any }> {
@@ -67,15 +43,7 @@ async function postWebhook (gw: Gateway, snapshot: Prediction, o: { id?: string,
   return { status: res.status, body: await res.json() }
 }
 
-async function history (gw: Gateway, id: string): Promise<Array<{ event: string, data: any }>> {
-  return (await gw.app.bus.read(`prediction:${id}`, '0-0')).messages.map(m => ({ event: m.event, data: m.data }))
-}
 
-async function metric (gw: Gateway, name: string, labels: Record<string, string>): Promise<number> {
-  const m = await gw.app.metrics.registry.getSingleMetric(name)?.get()
-  const v = m?.values.find(v => Object.entries(labels).every(([k, l]) => v.labels[k] === l))
-  return v?.value ?? 0
-}
 
 t.test('create, watch to the end: progress from tqdm logs, done last, owner channel, GET', async t => {
   const { fake, gw } = await setup(t, { fake: { plan: { steps: 4 } } })
@@ -148,13 +116,14 @@ t.test('validation 400 names the field; disallowed model 403; Replicate refusals
     t.match(res.body, { error: 'invalid_request', message: field })
   }
   await bad([], /JSON object/)
-  await bad({ input: {} }, /"version" or "model"/)
-  await bad({ version: 'v', model: 'acme/ok', input: {} }, /"version" or "model"/)
+  await bad({ input: {} }, /"version", "model" or "deployment"/)
+  await bad({ version: 'v', model: 'acme/ok', input: {} }, /"version", "model" or "deployment"/)
   await bad({ version: '', input: {} }, /"version"/)
   await bad({ model: 7, input: {} }, /"model"/)
   await bad({ model: 'acme/ok' }, /"input"/)
   await bad({ model: 'acme/ok', input: [] }, /"input"/)
   await bad({ model: 'acme/ok', input: {}, webhook_events: ['everything'] }, /"webhook_events"/)
+  await bad({ model: 'acme/ok', input: {}, webhook_events_filter: [] }, /"webhook_events_filter"/)
   await bad({ model: 'acme/ok', input: {}, stream: 'yes' }, /"stream"/)
   const forbidden = await api(gw, 'POST', '/predictions', alice, { model: 'acme/other', input: {} })
   t.same(forbidden, { status: 403, body: { error: 'forbidden_model', message: 'model "acme/other" is not allowed on this gateway' } })
@@ -165,10 +134,11 @@ t.test('validation 400 names the field; disallowed model 403; Replicate refusals
 
   fake.fail({ route: 'create', status: 402, detail: 'You have insufficient credit' })
   t.same(await api(gw, 'POST', '/predictions', alice, { model: 'acme/ok', input: {} }),
-    { status: 502, body: { error: 'replicate_payment_required', message: 'You have insufficient credit' } })
+    { status: 502, body: { error: 'replicate_payment_required', message: 'the Replicate account cannot pay for this prediction' } })
   fake.fail({ route: 'create', status: 422, detail: '- input.prompt: required' })
   t.same(await api(gw, 'POST', '/predictions', alice, { model: 'acme/ok', input: {} }),
-    { status: 422, body: { error: 'replicate_invalid_input', message: '- input.prompt: required' } })
+    { status: 422, body: { error: 'replicate_invalid_input', message: 'Replicate rejected the request as invalid' } },
+    'Replicate\'s own text stays out of the answer')
   t.equal(await metric(gw, 'gateway_replicate_calls_total', { operation: 'create', outcome: 'error' }), 2)
 
   const bare = await build(t, { BATCH_WINDOW_MS: '10' }, { replicate: FAST })
@@ -204,20 +174,24 @@ t.test('webhooks: bad signature, stale timestamp, replayed id, missing headers a
 
   t.same(await postWebhook(gw, snapshot, { secret: fake.webhookSecret, id: 'msg_once' }), { status: 200, body: { ok: true } })
   t.equal((await history(gw, id)).length, before + 1, 'a valid one publishes')
-  const replay = await postWebhook(gw, snapshot, { secret: fake.webhookSecret, id: 'msg_once' })
-  t.same(replay, { status: 401, body: { error: 'invalid_webhook', message: 'replayed' } })
+  const redelivery = await postWebhook(gw, snapshot, { secret: fake.webhookSecret, id: 'msg_once' })
+  t.same(redelivery, { status: 200, body: { ok: true } }, 'Replicate redelivering the same message is acknowledged...')
+  t.equal((await history(gw, id)).length, before + 1, '...and not applied again')
+  const replay = await postWebhook(gw, { ...snapshot, logs: `${snapshot.logs ?? ''}more\n` }, { secret: fake.webhookSecret, id: 'msg_once' })
+  t.same(replay, { status: 401, body: { error: 'invalid_webhook', message: 'replayed' } }, 'other bytes under a used id are refused')
   t.equal((await history(gw, id)).length, before + 1, 'the replay published nothing')
 
   // Replicate's own deliveries, signed by the fake, to the gateway.
   const d = await fake.sendWebhook(id, { url: `${gw.url}/webhooks/replicate` })
   t.equal(d.responseStatus, 200, 'a genuine delivery of an unchanged state is accepted')
-  for (const [outcome, n] of Object.entries({ bad_signature: 2, stale_timestamp: 1, missing_headers: 1, replayed: 1, ok: 1, duplicate: 1 })) {
+  for (const [outcome, n] of Object.entries({ bad_signature: 2, stale_timestamp: 1, missing_headers: 1, redelivered: 1, replayed: 1, ok: 1, duplicate: 1 })) {
     t.equal(await metric(gw, 'gateway_replicate_webhooks_total', { outcome }), n, `webhooks{outcome=${outcome}}`)
   }
 })
 
 t.test('duplicate and out-of-order webhooks never regress the state', async t => {
-  const { fake, gw } = await setup(t, { fake: { advanceOnGet: false, plan: { steps: 3 } } })
+  // No background refresh on GET here: only the webhooks may move the record.
+  const { fake, gw } = await setup(t, { fake: { advanceOnGet: false, plan: { steps: 3 } }, replicate: { staleMs: 60_000 } })
   const id = await create(gw)
   fake.finish(id)
   const h = fake.history(id) // starting, processing x3, succeeded

@@ -9,7 +9,7 @@ import type * as ReactTypes from 'react'
 import type * as RtlTypes from '@testing-library/react'
 import type * as HooksTypes from '../client/react'
 import type { GatewayEvent } from '../client/index'
-import { startFakeReplicate, type FakeReplicate, type Plan } from '../src/dev/fake-replicate'
+import { startFakeReplicate, type FakeReplicate, type Plan } from '../dev/fake-replicate'
 import { build, publish, sign, waitFor, type Gateway } from './helper'
 
 // A DOM before react-dom loads (it looks for one when it is first required), so React, the
@@ -428,7 +428,8 @@ t.test('the build: sse-gateway/react is its own entry, React and the core stay e
   t.match(esm, /from "\.\/index\.mjs"/)
   for (const src of [cjs, esm]) t.notMatch(src, /class SseParser|class DirectConnection/, 'the core is not bundled twice')
   for (const f of ['index.js', 'index.mjs', 'browser.mjs']) t.notMatch(readFileSync(join(outdir, f), 'utf8'), /["']react["']/, `${f} does not import react`)
-  t.match(readFileSync(join(outdir, 'react.d.ts'), 'utf8'), /export declare function useEventStream/)
+  t.match(readFileSync(join(outdir, 'react.d.ts'), 'utf8'), /from '\.\/react\/index'/)
+  t.match(readFileSync(join(outdir, 'react/event-stream.d.ts'), 'utf8'), /export declare function useEventStream/)
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const built = require(join(outdir, 'react.js')) as typeof HooksTypes
   t.type(built.useEventStream, 'function')

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { startFakeReplicate } from '../src/dev/fake-replicate'
+import { startFakeReplicate } from '../dev/fake-replicate'
 import { waitFor } from './wait'
 
 const call = (url: string, token: string, init: { method?: string, body?: unknown } = {}): Promise<Response> => fetch(url, {
@@ -26,7 +26,7 @@ t.test('errors are problem+json, unknown routes 404, bad bodies 400/422', async 
   await check(await call(`${fake.url}/predictions`, fake.token, { body: { version: 'v', input: {}, webhook_events_filter: ['everything'] } }), 422, /filter/)
   await check(await call(`${fake.url}/models/acme/other/predictions`, fake.token, { body: { input: {} } }), 404, /could not be found/)
   t.equal((await call(`${fake.url}/models/acme/ok/predictions`, fake.token, { body: { input: {} } })).status, 201)
-  t.same(fake.counts, { create: 7, get: 0, cancel: 0, stream: 0, other: 1 })
+  t.same(fake.counts, { create: 7, get: 0, cancel: 0, list: 0, stream: 0, other: 1 })
 })
 
 t.test('faults: 429 with Retry-After and retry_after, then normal service', async t => {
@@ -78,7 +78,7 @@ t.test('stepMs: a timer moves predictions without any request', async t => {
 })
 
 t.test('the CLI prints its URL and serves', async t => {
-  const child = spawn(process.execPath, [...process.execArgv, 'src/cli/fake-replicate.ts', '--port', '0', '--token', 'cli-token'],
+  const child = spawn(process.execPath, [...process.execArgv, 'dev/fake-replicate-cli.ts', '--port', '0', '--token', 'cli-token'],
     { stdio: ['ignore', 'pipe', 'inherit'] })
   t.teardown(() => { child.kill('SIGTERM') })
   let out = ''

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { parseProgressFromLogs } from 'replicate'
 import { parseProgress } from '../src/replicate/progress'
-import { startFakeReplicate } from '../src/dev/fake-replicate'
+import { startFakeReplicate } from '../dev/fake-replicate'
 
 t.test('the last tqdm line wins', async t => {
   const logs = [

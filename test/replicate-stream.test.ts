@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap'
-import { startFakeReplicate, type FakeReplicate } from '../src/dev/fake-replicate'
-import { createSseParser, followStream, type StreamRetryInfo } from '../src/replicate/stream'
+import { startFakeReplicate, type FakeReplicate } from '../dev/fake-replicate'
+import { followStream, type StreamRetryInfo } from '../src/replicate/stream'
+import { SseParser } from '../src/shared/sse-parser'
 import { UpstreamError } from '../src/replicate/upstream'
 import { waitFor } from './wait'
 
@@ -142,15 +143,16 @@ t.test('abort stops the follow; a throwing consumer is not retried', async t => 
   t.equal(fake.counts.stream, 2)
 })
 
-t.test('the parser: CRLF split across chunks, comments, multi-line data, BOM, retry', async t => {
+t.test('the parser (the shared one, as the follower uses it): CRLF split across chunks, comments, multi-line data, BOM, retry', async t => {
   const events: Array<{ event: string, data: string, id?: string }> = []
   const retries: number[] = []
-  const feed = createSseParser({ event: e => events.push(e), retry: ms => retries.push(ms) })
+  const parser = new SseParser({ onMessage: m => events.push({ event: m.type, data: m.data, id: m.lastEventId || undefined }), onRetry: ms => retries.push(ms) })
+  const feed = (s: string): void => parser.feed(new TextEncoder().encode(s))
   feed('\uFEFFretry: 1500\r')
   feed('\n: a comment\r\nevent: output\r\nid: 1:0\r\ndata: line one\r\ndata:line two\r')
   feed('\n\r\ndata: no event name\n\nid: 1:2\nevent: done\ndata\n\n')
   feed('event: output\ndata: unterminated')
-  feed('', true)
+  parser.end()
   t.same(events, [
     { event: 'output', data: 'line one\nline two', id: '1:0' },
     { event: 'message', data: 'no event name', id: '1:0' },

@@ -1,8 +1,8 @@
 import t, { type Test } from 'tap'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { startFakeReplicate, type FakeReplicate } from '../src/dev/fake-replicate'
-import { UpstreamError, backoffDelay, createUpstream, parseRetryAfter, type RetryInfo, type UpstreamOptions } from '../src/replicate/upstream'
+import { startFakeReplicate, type FakeReplicate } from '../dev/fake-replicate'
+import { UpstreamError, retryDelay as backoffDelay, createUpstream, parseRetryAfter, type RetryInfo, type UpstreamOptions } from '../src/replicate/upstream'
 
 async function setup (t: Test, o: Partial<UpstreamOptions> = {}): Promise<{ fake: FakeReplicate, up: ReturnType<typeof createUpstream>, delays: number[], retries: RetryInfo[] }> {
   const fake = await startFakeReplicate()
@@ -59,7 +59,7 @@ t.test('create by version, by model and by owner/name:version; get; cancel', asy
   const canceled = await up.cancel(byVersion.id)
   t.equal(canceled.status, 'canceled')
   t.equal((await up.get(byVersion.id)).status, 'canceled', 'terminal stays terminal')
-  t.same(fake.counts, { create: 3, get: 6, cancel: 1, stream: 0, other: 0 })
+  t.same(fake.counts, { create: 3, get: 6, cancel: 1, list: 0, stream: 0, other: 0 })
 })
 
 t.test('a 429 storm waits exactly what Retry-After asks, then succeeds', async t => {
@@ -190,7 +190,7 @@ t.test('401, 402, 404 and 422 map to clear errors without retries', async t => {
     { status: 422, code: 'replicate_invalid_input', httpStatus: 422, detail: /input/ })
 
   t.equal(retries.length, 0)
-  t.same(fake.counts, { create: 3, get: 1, cancel: 1, stream: 0, other: 0 })
+  t.same(fake.counts, { create: 3, get: 1, cancel: 1, list: 0, stream: 0, other: 0 })
 })
 
 t.test('inputs that must not reach the URL or the network', async t => {

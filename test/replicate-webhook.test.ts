@@ -3,7 +3,7 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { validateWebhook } from 'replicate'
 import { signWebhook, verifyWebhook } from '../src/replicate/webhook'
-import { startFakeReplicate } from '../src/dev/fake-replicate'
+import { startFakeReplicate } from '../dev/fake-replicate'
 
 const secret = 'whsec_' + Buffer.from('a test key of 24 bytes!!').toString('base64')
 const body = JSON.stringify({ id: 'abc', status: 'succeeded' })
@@ -66,7 +66,7 @@ t.test('the fake signs the webhooks it sends over HTTP, in order, filtered', asy
   })
   await new Promise<void>(resolve => receiver.listen(0, '127.0.0.1', resolve))
   const hook = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`
-  const fake = await startFakeReplicate({ advanceOnGet: false })
+  const fake = await startFakeReplicate({ advanceOnGet: false, webhookThrottleMs: 0 })
   t.teardown(async () => { await fake.close(); receiver.close() })
 
   const post = (data: unknown): Promise<Response> => fetch(`${fake.url}/predictions`, {
@@ -74,7 +74,7 @@ t.test('the fake signs the webhooks it sends over HTTP, in order, filtered', asy
     headers: { authorization: `Bearer ${fake.token}`, 'content-type': 'application/json' },
     body: JSON.stringify(data)
   })
-  const all = await (await post({ version: 'v1', input: {}, webhook: hook })).json() as any
+  const all = await (await post({ version: 'v1', input: {}, webhook: hook, webhook_events_filter: ['start', 'output', 'logs', 'completed'] })).json() as any
   const done = await (await post({ version: 'v1', input: {}, webhook: hook, webhook_events_filter: ['completed'] })).json() as any
   fake.finish(all.id)
   fake.finish(done.id)
@@ -106,4 +106,32 @@ t.test('the fake signs the webhooks it sends over HTTP, in order, filtered', asy
   t.same(verifyWebhook({ id: forged.webhookId, timestamp: String(forged.timestamp), signature: forged.signature, body: forged.body, secret: fake.webhookSecret }),
     { ok: false, reason: 'bad_signature' })
   t.equal(received.length, 5 + 1 + 3)
+})
+
+t.test('the fake: Replicate\'s default filter (output and completed) and its throttle of output and logs', async t => {
+  const got: string[] = []
+  const receiver = http.createServer((req, res) => { req.resume(); req.on('end', () => { got.push(String(req.headers['webhook-id'])); res.end() }) })
+  await new Promise<void>(resolve => receiver.listen(0, '127.0.0.1', resolve))
+  const hook = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`
+  const fake = await startFakeReplicate({ advanceOnGet: false, plan: { steps: 5, tokens: ['a', 'b', 'c', 'd', 'e'] } })
+  t.teardown(async () => { await fake.close(); receiver.close() })
+  const post = async (data: unknown): Promise<any> => await (await fetch(`${fake.url}/predictions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${fake.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(data)
+  })).json()
+  const dflt = await post({ version: 'v1', input: {}, webhook: hook })
+  t.same(dflt.webhook_events_filter, ['output', 'completed'], 'no filter given: Replicate\'s default')
+  t.ok(dflt.urls.stream, 'a streaming model has a stream URL without stream: true')
+  const every = await post({ version: 'v1', input: {}, webhook: hook, webhook_events_filter: ['start', 'output', 'logs', 'completed'] })
+  // Five steps within one throttle window: the first output/logs webhook goes, the rest wait.
+  for (let i = 0; i < 5; i++) { fake.advance(dflt.id); fake.advance(every.id) }
+  await fake.idle()
+  t.same(fake.webhooks.filter(w => w.predictionId === dflt.id).map(w => w.event), ['output'], 'throttled: one output webhook in the window')
+  t.same(fake.webhooks.filter(w => w.predictionId === every.id).map(w => w.event), ['start', 'output'])
+  fake.finish(dflt.id)
+  fake.finish(every.id)
+  await fake.idle()
+  t.same(fake.webhooks.filter(w => w.predictionId === dflt.id).map(w => w.event), ['output', 'completed'], 'completed is never throttled')
+  t.same(fake.webhooks.filter(w => w.predictionId === every.id).map(w => w.event), ['start', 'output', 'completed'])
 })

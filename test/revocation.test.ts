@@ -52,8 +52,10 @@ t.test(`${kind}: a revoked token is gone from both instances within 1 s and refu
   const r = await disconnect(a.url, { jti: 'j1', reason: 'logged out elsewhere', exp })
   t.equal(r.status, 202)
   t.same(r.body, { revoked: 'jti', until: exp }, 'until the token would expire')
-  await waitFor(() => onA.ended() && onB.ended(), 1000, 'both j1 streams to end')
-  t.comment(`both streams ended ${Date.now() - started} ms after the request`)
+  // The bound counts from the 202 (the revocation is stored and published then): what remains is delivery.
+  const answered = Date.now()
+  await waitFor(() => onA.ended() && onB.ended(), 1000, 'both j1 streams to end within 1 s')
+  t.comment(`both streams ended ${Date.now() - answered} ms after the 202 (${Date.now() - started} ms after the request was sent)`)
   t.same(disconnectFrame(onA), { reason: 'logged out elsewhere' }, 'event: disconnect on instance A')
   t.same(disconnectFrame(onB), { reason: 'logged out elsewhere' }, 'and on instance B')
   t.match(onB.text(), /event: disconnect\ndata: \{"reason":"logged out elsewhere"\}\n\n$/, 'the last frame of the stream')

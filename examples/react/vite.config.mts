@@ -10,7 +10,7 @@ export default defineConfig({
   root: here('.'),
   resolve: {
     alias: {
-      'sse-gateway/react': here('../../client/react.ts'),
+      'sse-gateway/react': here('../../client/react/index.ts'),
       'sse-gateway/client': here('../../client/index.ts')
     }
   },

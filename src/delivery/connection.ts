@@ -12,6 +12,8 @@ export interface Frame {
   key: string | undefined
   ts: number
   body: string
+  /** UTF-8 length of body, measured once per message (the chunk header needs bytes). */
+  bytes?: number
 }
 
 export type CloseReason = 'client' | 'slow_consumer' | 'auth_expired' | 'drain' | 'error' | 'shutdown' | 'revoked'
@@ -158,16 +160,25 @@ export class Connection {
   }
 
   /** Writes pending frames in one socket write. Called by the batcher's shared tick. */
-  flush (now: number): void {
+  /**
+   * Writes pending frames in one socket write; answers how many it wrote. The caller counts
+   * writes and frames into the metrics once per flush round (prom-client's inc allocates).
+   */
+  flush (now: number): number {
     this.dirty = false
-    if (this.state !== 'live' || this.frames.length === 0) return
+    if (this.state !== 'live' || this.frames.length === 0) return 0
     let out = ''
     let n = 0
+    // The id line is ASCII (ids, a base-36 hash), so the chunk's byte length adds up without
+    // measuring (flattening) the joined string per recipient.
+    let bytes = 0
     for (let k = 0; k < this.frames.length; k++) {
       const f = this.frames[k]
       if (f === null) continue
       this.pos[this.idx[k]] = f.id
-      out += f.body + 'id: ' + this.cursor() + '\n\n'
+      const cursor = this.cursor()
+      out += f.body + 'id: ' + cursor + '\n\n'
+      bytes += (f.bytes ?? Buffer.byteLength(f.body)) + cursor.length + 6
       this.m.latency.observe((now - f.ts) / 1000)
       n++
     }
@@ -175,14 +186,15 @@ export class Connection {
     this.idx.length = 0
     this.bytes = 0
     if (this.keys !== null) this.keys.clear()
-    if (n > 0) this.writeFrames(out, n)
+    if (n > 0) this.writeFrames(out, n, bytes)
+    return n
   }
 
   hasPending (): boolean {
     return this.frames.length > 0
   }
 
-  private writeFrames (out: string, n: number): void {
+  private writeFrames (out: string, n: number, bytes: number): void {
     const res = this.res as ServerResponse & { chunkedEncoding?: boolean }
     if (this.h2 !== null) {
       // HTTP/2: many streams share one socket, so there is no direct write; the stream's own
@@ -199,7 +211,7 @@ export class Connection {
       // The hot path: frame the chunk ourselves and write to the socket, skipping
       // ServerResponse's per-write cork/uncork and bookkeeping (bench/README.md, "P2": about
       // half the p99 and a third of the heap at 10,000 streams x 50 msg/s).
-      socket.write(Buffer.byteLength(out).toString(16) + '\r\n' + out + '\r\n')
+      socket.write(bytes.toString(16) + '\r\n' + out + '\r\n')
     } else {
       res.write(out)
     }
@@ -207,8 +219,6 @@ export class Connection {
   }
 
   private wrote (n: number): void {
-    this.m.socketWrites.inc()
-    this.m.delivered.inc(n)
     this.m.batchSize.observe(n)
     if (this.res.writableLength > this.max) this.close('slow_consumer')
   }
@@ -239,7 +249,13 @@ export class Connection {
   /** Writes a last frame and ends the stream gracefully. */
   end (frame: string, reason: CloseReason): void {
     if (this.state === 'closed') return
-    if (this.state === 'live') this.flush(Date.now())
+    if (this.state === 'live') {
+      const n = this.flush(Date.now())
+      if (n > 0) {
+        this.m.socketWrites.inc()
+        this.m.delivered.inc(n)
+      }
+    }
     this.res.end(frame)
     this.close(reason)
   }
@@ -248,7 +264,8 @@ export class Connection {
   disconnect (reason: string): void {
     if (this.state === 'closed') return
     if (!this.res.headersSent) {
-      this.res.destroy()
+      // Still syncing: no head went out, so there is no stream to end gracefully.
+      this.cut()
       this.close('revoked')
       return
     }
@@ -261,13 +278,17 @@ export class Connection {
     this.frames = []
     this.idx = []
     // A slow consumer is cut off at once: ending gracefully would queue behind its backlog.
-    // On HTTP/2 that is an RST_STREAM saying CANCEL (destroy alone would reset with NO_ERROR,
-    // which a client may take for a complete response); the session's other streams go on.
-    if (reason === 'slow_consumer' || reason === 'error') {
-      if (this.h2 !== null) this.h2.close(constants.NGHTTP2_CANCEL)
-      else this.res.destroy()
-    }
+    if (reason === 'slow_consumer' || reason === 'error') this.cut()
     else if (!this.res.writableEnded) this.res.end()
     this.onClose(this, reason)
+  }
+
+  /**
+   * On HTTP/2 an RST_STREAM saying CANCEL (destroy alone would reset with NO_ERROR, which a
+   * client may take for a complete response); the session's other streams go on.
+   */
+  private cut (): void {
+    if (this.h2 !== null) this.h2.close(constants.NGHTTP2_CANCEL)
+    else this.res.destroy()
   }
 }

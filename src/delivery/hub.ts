@@ -82,6 +82,8 @@ export class Hub {
   private readonly spans: DeliverySpan[] = []
 
   draining = false
+  /** Told of every stream from attach until it leaves (presence). */
+  observer: { opened (conn: Connection): void, closed (conn: Connection): void } | null = null
 
   constructor (private readonly bus: Bus, private readonly opts: HubOptions, private readonly m: Metrics) {
     this.tracer = opts.tracer ?? null
@@ -145,6 +147,7 @@ export class Hub {
     this.perUser.set(conn.user, (this.perUser.get(conn.user) ?? 0) + 1)
     this.m.connectionsActive.set(this.connections.size)
     this.m.connectionsOpened.inc()
+    this.observer?.opened(conn)
     let waits: Array<Promise<void>> | null = null
     const channels = conn.channels
     for (let i = 0; i < channels.length; i++) {
@@ -238,6 +241,7 @@ export class Hub {
 
   private leave (conn: Connection, reason: CloseReason): void {
     if (!this.connections.delete(conn)) return
+    this.observer?.closed(conn)
     const left = (this.perUser.get(conn.user) ?? 1) - 1
     if (left === 0) this.perUser.delete(conn.user)
     else this.perUser.set(conn.user, left)
@@ -278,7 +282,8 @@ export class Hub {
     const members = this.channels.get(msg.channel)
     if (members === undefined) return
     const t0 = this.tracer !== null ? performance.now() : 0
-    const frame: Frame = { id: msg.id, channel: msg.channel, event: msg.event, key: msg.key, ts: msg.ts, body: messageBody(msg.event, msg.data) }
+    const body = messageBody(msg.event, msg.data)
+    const frame: Frame = { id: msg.id, channel: msg.channel, event: msg.event, key: msg.key, ts: msg.ts, body, bytes: Buffer.byteLength(body) }
     if (this.tracer !== null) this.traceDelivery(msg, t0, members instanceof Connection ? 1 : members.size)
     if (members instanceof Connection) {
       this.deliver(members, members.channels.indexOf(msg.channel), frame)
@@ -319,8 +324,20 @@ export class Hub {
     if (this.dirty.size === 0 && this.spans.length === 0) return
     const start = this.spans.length > 0 ? performance.now() : 0
     const now = Date.now()
-    for (const conn of this.dirty) conn.flush(now)
+    let writes = 0
+    let frames = 0
+    for (const conn of this.dirty) {
+      const n = conn.flush(now)
+      if (n > 0) {
+        writes++
+        frames += n
+      }
+    }
     this.dirty.clear()
+    if (writes > 0) {
+      this.m.socketWrites.inc(writes)
+      this.m.delivered.inc(frames)
+    }
     if (this.spans.length > 0) {
       const end = performance.now()
       for (const span of this.spans) span.written(start, end)

@@ -50,6 +50,15 @@ export function createMetrics (registry: Registry = new Registry(), opts: { defa
   const batchSize = new FastHistogram('gateway_delivery_batch_messages', 'Message frames per socket write', [1, 2, 5, 10, 20, 50, 100, 500], registry)
   const latency = new FastHistogram('gateway_delivery_latency_seconds', 'From the envelope ts (publish) to the socket write',
     [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5], registry)
+  const presenceMembers = new Gauge({ name: 'gateway_presence_members', help: 'Presence members on this instance, summed over shared channels (a member on two channels counts twice)', registers: r })
+  const presenceChannels = new Gauge({ name: 'gateway_presence_channels', help: 'Shared channels with a presence member on this instance', registers: r })
+  const presenceEvents = new Counter({
+    name: 'gateway_presence_members_announced_total',
+    help: 'Members announced in join and leave events published by this instance, by event',
+    labelNames: ['event'] as const,
+    registers: r
+  })
+  const revocations = new Counter({ name: 'gateway_auth_revocations_total', help: 'Revocations received (POST /disconnect on any instance)', registers: r })
   const busSubscriptions = new Gauge({ name: 'gateway_bus_subscriptions', help: 'Bus channels this instance is subscribed to', registers: r })
   const busReconnects = new Counter({ name: 'gateway_bus_reconnects_total', help: 'Times the bus subscriber reconnected and resynchronised', registers: r })
   const busUp = new Gauge({ name: 'gateway_bus_up', help: '1 when the bus is connected', registers: r })
@@ -57,6 +66,12 @@ export function createMetrics (registry: Registry = new Registry(), opts: { defa
     name: 'gateway_replicate_calls_total',
     help: 'Calls to the Replicate API, by operation and outcome',
     labelNames: ['operation', 'outcome'] as const,
+    registers: r
+  })
+  const replicatePolls = new Counter({
+    name: 'gateway_replicate_polls_total',
+    help: 'Polls of a prediction by its poller, by mode (poll: no webhooks yet; safety_net: webhooks arrive, polled rarely)',
+    labelNames: ['mode'],
     registers: r
   })
   const webhooks = new Counter({
@@ -69,6 +84,10 @@ export function createMetrics (registry: Registry = new Registry(), opts: { defa
   return {
     registry,
     connectionsActive,
+    presenceMembers,
+    presenceChannels,
+    presenceEvents,
+    revocations,
     connectionsOpened,
     connectionsRejected,
     connectionsClosed,
@@ -87,6 +106,7 @@ export function createMetrics (registry: Registry = new Registry(), opts: { defa
     busReconnects,
     busUp,
     replicateCalls,
+    replicatePolls,
     webhooks
   }
 }

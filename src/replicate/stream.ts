@@ -1,13 +1,16 @@
 // One SSE client for a prediction's `urls.stream`. Not the client's replicate.stream(): that
 // creates the prediction itself, ends on the first `error` and never reconnects, while an
 // upstream drop before `done` must resume from Last-Event-ID or watchers lose output.
-import { UpstreamError, backoffDelay, defaultSleep, parseRetryAfter, problemDetail, upstreamErrorFor } from './upstream'
+// It reads with the project's one spec parser (src/shared/sse-parser.ts, also the client's).
+import { SseParser, type SseMessage } from '../shared/sse-parser'
+import { sleep as abortableSleep } from '../shared/sleep'
+import { UpstreamError, parseRetryAfter, problemDetail, retryDelay, upstreamErrorFor } from './upstream'
 
 export interface StreamRetryInfo {
   /** consecutive failures without an event in between, from 1 */
   attempt: number
   delayMs: number
-  reason: 'dropped' | 'network_error' | 'rate_limited' | 'server_error'
+  reason: 'dropped' | 'network_error' | 'rate_limited' | 'server_error' | 'timeout'
   status?: number
   lastEventId?: string
 }
@@ -32,6 +35,10 @@ export interface FollowStreamOptions {
   fetch?: typeof fetch
   headers?: Record<string, string>
   retry?: StreamRetryOptions
+  /** until the response head arrives (default 5000) */
+  connectTimeoutMs?: number
+  /** a connection that sends nothing for this long is dropped and resumed (default 60000) */
+  idleTimeoutMs?: number
 }
 
 export interface FollowStreamResult {
@@ -39,58 +46,17 @@ export interface FollowStreamResult {
   reconnects: number
 }
 
-interface SseEvent { event: string, data: string, id?: string }
-
-/** An incremental text/event-stream parser (WHATWG rules: CR, LF or CRLF; comments; retry). */
-export function createSseParser (on: { event (e: SseEvent): void, retry? (ms: number): void }): (chunk: string, end?: boolean) => void {
-  let buf = ''
-  let first = true
-  let event = ''
-  let data: string[] = []
-  let id: string | undefined
-
-  function line (l: string): void {
-    if (l === '') {
-      if (data.length) on.event({ event: event || 'message', data: data.join('\n'), id })
-      event = ''
-      data = []
-      return
-    }
-    if (l.startsWith(':')) return
-    const colon = l.indexOf(':')
-    const field = colon < 0 ? l : l.slice(0, colon)
-    let value = colon < 0 ? '' : l.slice(colon + 1)
-    if (value.startsWith(' ')) value = value.slice(1)
-    if (field === 'data') data.push(value)
-    else if (field === 'event') event = value
-    // The id persists across events, as in EventSource, so it is what to resume from.
-    else if (field === 'id' && !value.includes('\0')) id = value
-    else if (field === 'retry' && /^\d+$/.test(value)) on.retry?.(Number(value))
-  }
-
-  return (chunk, end = false) => {
-    buf += chunk
-    if (first && buf) {
-      if (buf.charCodeAt(0) === 0xfeff) buf = buf.slice(1)
-      first = false
-    }
-    const re = /\r\n|\r|\n/g
-    let start = 0
-    let m: RegExpExecArray | null
-    while ((m = re.exec(buf))) {
-      // A CR at the end of a chunk may be the first half of a CRLF: wait for the next chunk.
-      if (m[0] === '\r' && m.index === buf.length - 1 && !end) break
-      line(buf.slice(start, m.index))
-      start = m.index + m[0].length
-    }
-    buf = buf.slice(start)
+class StreamTimeout extends Error {
+  constructor (what: string) {
+    super(what)
+    this.name = 'StreamTimeout'
   }
 }
 
 export async function followStream (opts: FollowStreamOptions): Promise<FollowStreamResult> {
-  const { url, onEvent, signal, headers = {}, retry = {} } = opts
+  const { url, onEvent, signal, headers = {}, retry = {}, connectTimeoutMs = 5000, idleTimeoutMs = 60_000 } = opts
   const f = opts.fetch ?? globalThis.fetch
-  const { maxAttempts = 10, baseDelayMs = 500, maxDelayMs = 30_000, sleep = defaultSleep, random = Math.random, onRetry } = retry
+  const { maxAttempts = 10, baseDelayMs = 500, maxDelayMs = 30_000, sleep = abortableSleep, random = Math.random, onRetry } = retry
   let lastEventId = opts.lastEventId
   let serverRetryMs: number | undefined
   let reconnects = 0
@@ -105,11 +71,23 @@ export async function followStream (opts: FollowStreamOptions): Promise<FollowSt
     let ended = false
     let sawError = false
     let inHandler = false
+    // One controller per connection: the caller's abort, the head deadline and the idle
+    // deadline all end it, and its listeners die with it.
+    const ac = new AbortController()
+    const onAbort = (): void => ac.abort(signal?.reason)
+    signal?.addEventListener('abort', onAbort, { once: true })
+    let idle: NodeJS.Timeout | undefined
+    const arm = (ms: number, what: string): void => {
+      clearTimeout(idle)
+      idle = setTimeout(() => ac.abort(new StreamTimeout(what)), ms)
+    }
     try {
+      arm(connectTimeoutMs, `no response head within ${connectTimeoutMs} ms`)
       const res = await f(url, {
         headers: { accept: 'text/event-stream', 'cache-control': 'no-cache', ...(lastEventId ? { 'last-event-id': lastEventId } : {}), ...headers },
-        signal
+        signal: ac.signal
       })
+      arm(idleTimeoutMs, `silent for ${idleTimeoutMs} ms`)
       if (!res.ok) {
         const text = await res.text().catch(() => '')
         if (res.status !== 429 && res.status < 500) throw upstreamErrorFor(res.status, problemDetail(text, res.status))
@@ -117,22 +95,24 @@ export async function followStream (opts: FollowStreamOptions): Promise<FollowSt
         status = res.status
         retryAfterMs = parseRetryAfter(res.headers.get('retry-after'), Date.now())
       } else if (res.body) {
-        const queue: SseEvent[] = []
-        const feed = createSseParser({ event: e => queue.push(e), retry: ms => { serverRetryMs = ms } })
-        const decoder = new TextDecoder()
+        const queue: SseMessage[] = []
+        const parser = new SseParser({ onMessage: m => queue.push(m), onRetry: ms => { serverRetryMs = ms } }, { lastEventId })
         const reader = res.body.getReader()
         try {
           while (!ended) {
             const { done, value } = await reader.read()
-            feed(done ? decoder.decode() : decoder.decode(value, { stream: true }), done)
+            arm(idleTimeoutMs, `silent for ${idleTimeoutMs} ms`)
+            if (done) parser.end()
+            else parser.feed(value)
             for (const e of queue.splice(0)) {
               received = true
-              if (e.id !== undefined) lastEventId = e.id
+              const id = e.lastEventId === '' ? undefined : e.lastEventId
+              if (id !== undefined) lastEventId = id
               inHandler = true
-              await onEvent(e.event, e.data, e.id)
+              await onEvent(e.type, e.data, id)
               inHandler = false
-              if (e.event === 'error') sawError = true
-              if (e.event === 'done') { ended = true; break }
+              if (e.type === 'error') sawError = true
+              if (e.type === 'done') { ended = true; break }
             }
             if (done) break
           }
@@ -144,7 +124,11 @@ export async function followStream (opts: FollowStreamOptions): Promise<FollowSt
       if (signal?.aborted) throw signal.reason ?? err
       // The consumer's own failure and a definite refusal are not for reconnecting to fix.
       if (inHandler || err instanceof UpstreamError) throw err
-      reason = 'network_error'
+      reason = ac.signal.reason instanceof StreamTimeout ? 'timeout' : 'network_error'
+    } finally {
+      clearTimeout(idle)
+      signal?.removeEventListener('abort', onAbort)
+      if (!ac.signal.aborted) ac.abort()
     }
     // Replicate ends a failed prediction with `error` then `done`; a close right after the
     // `error` is the same ending, and reconnecting could only wait for a `done` never sent.
@@ -154,9 +138,10 @@ export async function followStream (opts: FollowStreamOptions): Promise<FollowSt
     if (attempt > maxAttempts) {
       throw new UpstreamError(status ?? 0, status ? 'replicate_unavailable' : 'replicate_unreachable', `stream failed ${maxAttempts} times in a row (${reason})`, 502)
     }
-    const delayMs = retryAfterMs ?? backoffDelay(attempt, { baseMs: serverRetryMs ?? baseDelayMs, maxMs: maxDelayMs, random })
+    const delayMs = retryAfterMs ?? retryDelay(attempt, { baseMs: serverRetryMs ?? baseDelayMs, maxMs: maxDelayMs, random })
     onRetry?.({ attempt, delayMs, reason, status, lastEventId })
     await sleep(delayMs, signal)
+    signal?.throwIfAborted()
     reconnects++
   }
 }

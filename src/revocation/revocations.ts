@@ -38,6 +38,8 @@ export interface RevocationOptions {
   /** Bound on the in-memory sets; past it, checks ask the store. */
   maxEntries?: number
   now?: () => number
+  /** A revocation arrived live (counted in metrics). */
+  onRevoked?: () => void
   log?: { warn: (o: object, m: string) => void }
 }
 
@@ -132,6 +134,7 @@ export class Revocations {
     if (this.size > this.max) this.sweep(now)
     // A replayed revocation (start) is older than any stream this instance holds; only a live one ends streams.
     if (!live) return
+    this.opts.onRevoked?.()
     for (const s of this.opts.streams()) {
       if (s.closed) continue
       if (r.kind === 'jti' ? s.jti === r.value : s.user === r.value) s.disconnect(r.reason)

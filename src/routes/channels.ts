@@ -4,6 +4,7 @@ import type { Claims } from '../auth/plugin'
 import { isId } from '../bus/bus'
 import { errors } from '../errors'
 import { MAX_HISTORY_PAGE } from '../history/reader'
+import { Presence } from '../presence/presence'
 
 /** Same rule as streaming: the own user channel, or one the `channels` claim allows; publishers and admins read any. */
 export function mayRead (claims: Claims, channel: string): boolean {
@@ -26,7 +27,26 @@ function limitParam (raw: unknown, dflt: number): number {
 }
 
 export default async function channelRoutes (app: FastifyInstance): Promise<void> {
-  const { history } = app.features
+  const { history, presence } = app.features
+  const maxMembers = app.config.presence.maxMembers
+
+  app.get('/channels/:channel/presence', async (request) => {
+    const claims = await app.auth.claims(request)
+    const channel = channelParam(request)
+    if (!Presence.tracks(channel)) throw errors.invalidChannel(`channel "${channel}"`, 'presence is kept for shared channels, not user:<sub>')
+    let view
+    try {
+      // This instance's own latest changes first: a client that just opened a stream here sees itself.
+      await presence.flush()
+      view = await presence.query(channel, maxMembers)
+    } catch (err) {
+      request.log.warn({ err }, 'presence read failed')
+      throw errors.busUnavailable()
+    }
+    // The count is for anyone with a token; who the members are only for those who may read the channel.
+    if (!mayRead(claims, channel)) return { channel, count: view.count }
+    return { channel, count: view.count, members: view.members, ...(view.count > view.members.length ? { truncated: true } : {}) }
+  })
 
   app.get('/channels/:channel/history', async (request) => {
     const claims = await app.auth.claims(request)

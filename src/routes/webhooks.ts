@@ -13,6 +13,8 @@ function header (v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v
 }
 
+const sha256 = (s: string): string => createHash('sha256').update(s).digest('base64url')
+
 export default async function webhookRoutes (app: FastifyInstance): Promise<void> {
   const svc = app.predictions
   const count = (outcome: string): void => app.metrics.webhooks.labels(outcome).inc()
@@ -42,9 +44,16 @@ export default async function webhookRoutes (app: FastifyInstance): Promise<void
       throw invalid(verdict.reason)
     }
     // Only after the signature: an attacker must not be able to burn ids. Hashed, so the
-    // key's size does not depend on what the sender put in the header.
-    const replayKey = `webhook:${createHash('sha256').update(id as string).digest('base64url')}`
-    if (!(await app.store.set(replayKey, '1', REPLAY_TTL_MS, true))) {
+    // key's size does not depend on what the sender put in the header. The value is the
+    // body's hash: Replicate redelivering the same message (its answer got lost) is
+    // acknowledged without applying it again; other bytes under a used id are a replay.
+    const replayKey = `webhook:${sha256(id as string)}`
+    const digest = sha256(body)
+    if (!(await app.store.set(replayKey, digest, REPLAY_TTL_MS, true))) {
+      if ((await app.store.get(replayKey)) === digest) {
+        count('redelivered')
+        return { ok: true }
+      }
       count('replayed')
       throw invalid('replayed')
     }
@@ -59,9 +68,9 @@ export default async function webhookRoutes (app: FastifyInstance): Promise<void
       throw new GatewayError(400, 'invalid_webhook', 'body is not a prediction')
     }
     try {
-      const { outcome, record } = await svc.apply(snapshot)
-      await svc.finalize(record)
-      count(outcome)
+      // `unknown`: not a prediction this gateway created. Acknowledged, so Replicate stops
+      // retrying, and nothing of it is stored or published.
+      count(await svc.webhook(snapshot))
     } catch (err) {
       // Replicate retries a failed delivery with the same id: let that retry through.
       await app.store.del(replayKey).catch(() => {})

@@ -112,8 +112,11 @@ t.test('a slow consumer is closed once its unsent bytes pass the bound', async t
   socket.conn.goLive()
   socket.res.full = true
   socket.conn.push(0, frame('1-0', 'x'.repeat(60)))
+  socket.conn.flush(Date.now())
   t.equal(socket.conn.state, 'live')
   socket.conn.push(0, frame('2-0', 'x'.repeat(60)))
+  t.equal(socket.conn.state, 'live', 'each frame alone is under the bound')
+  socket.conn.flush(Date.now())
   t.same(socket.closed, ['slow_consumer'], 'bytes queued in the socket count too')
 })
 

@@ -156,3 +156,14 @@ t.test('drain closes every stream with a jittered retry hint and refuses new one
   t.ok(hints.every(ms => ms >= 1500 && ms <= 4500), 'retry between retryMs/2 and 1.5 x retryMs')
   t.same(await hub.admit('new'), { code: 'draining', retryAfterS: 3 })
 })
+
+t.test('a token that expires ends its stream with auth-expired', async t => {
+  const { hub, stream, closed } = setup(t)
+  const s = await stream('ann', ['user:ann'])
+  const other = await stream('bob', ['user:bob'])
+  hub.expireAt(s.conn, Date.now() + 20)
+  await waitFor(() => closed.length === 1, 5000, 'the expiry')
+  t.same(closed, [['ann', 'auth_expired']])
+  t.match(s.res.text(), /event: auth-expired\n/)
+  t.equal(other.conn.state, 'live')
+})

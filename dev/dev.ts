@@ -1,8 +1,8 @@
 // `npm run dev`: the gateway in demo mode next to a fake Replicate, for trying the demo page
 // (/demo) and the React example without any account. Development only.
-import { startFakeReplicate } from '../dev/fake-replicate'
-import { buildApp } from '../app'
-import { loadConfig } from '../config'
+import { startFakeReplicate } from './fake-replicate'
+import { buildApp } from '../src/app'
+import { loadConfig } from '../src/config'
 
 async function main (): Promise<void> {
   const fake = await startFakeReplicate({

@@ -3,14 +3,23 @@
 //
 // Time is in steps, not clocks: a prediction moves one step per GET of it (default), per
 // advance(id), or per `stepMs` tick when that is set. A test therefore drives a prediction
-// to any state deterministically and never sleeps.
+// to any state deterministically and never sleeps. A prediction of `steps` steps at `stepMs`
+// lasts (steps + 1) * stepMs; wall-clock durations Replicate takes (Cancel-After, Prefer: wait,
+// the webhook throttle) are multiplied by `timeScale`, so a test can run a "30 s" prediction
+// in 1.5 s with every interval scaled alike.
+//
+// Beside the happy path it plays what Replicate does that a proxy gets wrong: faults (status,
+// reset, a request that never answers, Retry-After of any length), webhooks with Replicate's
+// default filter (output and completed only) and its throttle (logs and output at most once
+// per 500 ms), stream URLs for streaming models whether or not `stream: true` was sent, large
+// `data:` URI outputs, `data_removed`, deployments, `Prefer: wait`, `Cancel-After` and listing.
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { createHash, randomBytes } from 'node:crypto'
-import { signWebhook } from '../replicate/webhook'
-import { WEBHOOK_EVENTS, isTerminal, type Prediction, type WebhookEvent } from '../replicate/types'
+import { signWebhook } from '../src/replicate/webhook'
+import { WEBHOOK_EVENTS, isTerminal, type Prediction, type WebhookEvent } from '../src/replicate/types'
 
-export type FakeRoute = 'create' | 'get' | 'cancel' | 'stream' | 'other'
+export type FakeRoute = 'create' | 'get' | 'cancel' | 'list' | 'stream' | 'other'
 
 export interface Fault {
   /** which route it hits; the default `*` means create, get and cancel, not the stream */
@@ -21,6 +30,8 @@ export interface Fault {
   status?: number
   /** destroy the socket instead of answering: a network error for the caller */
   reset?: boolean
+  /** never answer (the socket stays open until the caller gives up or the fake closes) */
+  hang?: boolean
   /** stream only: answer normally, then cut the connection after this many events */
   dropAfter?: number
   /** Retry-After header: seconds or an HTTP date */
@@ -40,7 +51,7 @@ export interface Plan {
   tokens?: string[]
   /** final output of a success (default: the tokens, else one image URL) */
   output?: unknown
-  /** give the prediction a `urls.stream` even when the create did not ask for `stream: true` */
+  /** a streaming model: `urls.stream` whether or not the create sent `stream: true` (default: when tokens are given) */
   stream?: boolean
 }
 
@@ -59,6 +70,10 @@ export interface FakeReplicateOptions {
   models?: string[]
   /** the plan of predictions created without a queued plan() */
   plan?: Plan
+  /** Replicate sends logs and output webhooks at most once per this many ms (default 500, times timeScale) */
+  webhookThrottleMs?: number
+  /** multiplies the wall-clock durations Replicate takes from a request (default 1) */
+  timeScale?: number
 }
 
 export interface WebhookDelivery {
@@ -83,7 +98,7 @@ export interface FakeReplicate {
   webhookSecret: string
   /** requests per route, faulted and unauthorized ones included */
   counts: Record<FakeRoute, number>
-  requests: Array<{ route: FakeRoute, method: string, path: string, predictionId?: string, status: number, at: number }>
+  requests: Array<{ route: FakeRoute, method: string, path: string, predictionId?: string, status: number, at: number, headers: Record<string, string | string[] | undefined> }>
   predictions: Map<string, Prediction>
   webhooks: WebhookDelivery[]
   /** every stream connection with the Last-Event-ID it sent */
@@ -95,6 +110,8 @@ export interface FakeReplicate {
   advance (id: string): Prediction
   /** steps to the end */
   finish (id: string): Prediction
+  /** what Replicate does an hour after the end: the output is gone, `data_removed` is true */
+  removeData (id: string): Prediction
   /** every state the prediction went through, oldest first (for out-of-order webhook tests) */
   history (id: string): Prediction[]
   streamEvents (id: string): StreamEvent[]
@@ -109,6 +126,10 @@ export interface FakeReplicate {
 
 interface Sim {
   p: Prediction
+  /** when the last logs/output webhook left, and the one held back by the throttle */
+  lastThrottled: number
+  throttled: NodeJS.Timeout | null
+  waiters: Set<() => void>
   plan: Required<Pick<Plan, 'steps' | 'outcome'>> & Plan
   step: number
   events: StreamEvent[]
@@ -126,6 +147,9 @@ const TITLES: Record<number, string> = {
   429: 'Request was throttled'
 }
 
+// Replicate's default when a create names a webhook but no filter.
+const DEFAULT_FILTER: readonly WebhookEvent[] = ['output', 'completed']
+
 const TOTAL = 50
 
 function bar (current: number, elapsedS: number): string {
@@ -136,10 +160,12 @@ function bar (current: number, elapsedS: number): string {
     `${current}/${TOTAL} [${mmss(elapsedS)}<${mmss(leftS)}, 15.0it/s]`
 }
 
-function routeOf (method: string, path: string): { route: FakeRoute, id?: string, model?: string } {
+function routeOf (method: string, path: string): { route: FakeRoute, id?: string, model?: string, deployment?: string } {
   let m: RegExpExecArray | null
   if (method === 'POST' && path === '/v1/predictions') return { route: 'create' }
   if (method === 'POST' && (m = /^\/v1\/models\/([^/]+)\/([^/]+)\/predictions$/.exec(path))) return { route: 'create', model: `${m[1]}/${m[2]}` }
+  if (method === 'POST' && (m = /^\/v1\/deployments\/([^/]+)\/([^/]+)\/predictions$/.exec(path))) return { route: 'create', deployment: `${m[1]}/${m[2]}` }
+  if (method === 'GET' && path === '/v1/predictions') return { route: 'list' }
   if (method === 'GET' && (m = /^\/v1\/predictions\/([^/]+)$/.exec(path))) return { route: 'get', id: m[1] }
   if (method === 'POST' && (m = /^\/v1\/predictions\/([^/]+)\/cancel$/.exec(path))) return { route: 'cancel', id: m[1] }
   if (method === 'GET' && (m = /^\/stream\/v1\/predictions\/([^/]+)$/.exec(path))) return { route: 'stream', id: m[1] }
@@ -161,7 +187,10 @@ export async function startFakeReplicate (opts: FakeReplicateOptions = {}): Prom
   const predictions = new Map<string, Prediction>()
   const faults: Array<Fault & { left: number }> = []
   const plans: Plan[] = []
-  const counts: Record<FakeRoute, number> = { create: 0, get: 0, cancel: 0, stream: 0, other: 0 }
+  const counts: Record<FakeRoute, number> = { create: 0, get: 0, cancel: 0, list: 0, stream: 0, other: 0 }
+  const timeScale = opts.timeScale ?? 1
+  const throttleMs = (opts.webhookThrottleMs ?? 500) * timeScale
+  const hung = new Set<http.ServerResponse>()
   const requests: FakeReplicate['requests'] = []
   const webhooks: WebhookDelivery[] = []
   const streamConnections: FakeReplicate['streamConnections'] = []
@@ -206,13 +235,32 @@ export async function startFakeReplicate (opts: FakeReplicateOptions = {}): Prom
   }
 
   // Replicate sends one webhook per change, filtered by webhook_events_filter; the queue keeps
-  // a prediction's webhooks in order, so only a test that wants disorder gets it.
+  // a prediction's webhooks in order, so only a test that wants disorder gets it. Logs and
+  // output webhooks are throttled: one within the window is held back and sent at its end
+  // with the state as it is then; start and completed always go at once.
   function notify (sim: Sim, happened: WebhookEvent[]): void {
-    const filter = sim.p.webhook_events_filter ?? WEBHOOK_EVENTS
+    for (const w of sim.waiters) w()
+    const filter = sim.p.webhook_events_filter ?? DEFAULT_FILTER
     const event = happened.find(e => filter.includes(e))
     if (!sim.p.webhook || !event) return
-    const snapshot = structuredClone(sim.p)
-    sim.webhooks = sim.webhooks.then(() => deliver(sim, event, { snapshot }))
+    const send = (ev: WebhookEvent): void => {
+      const snapshot = structuredClone(sim.p)
+      sim.webhooks = sim.webhooks.then(() => deliver(sim, ev, { snapshot }))
+    }
+    if (event === 'start' || event === 'completed') {
+      if (sim.throttled !== null) { clearTimeout(sim.throttled); sim.throttled = null }
+      return send(event)
+    }
+    const wait = sim.lastThrottled + throttleMs - now()
+    if (wait <= 0) {
+      sim.lastThrottled = now()
+      return send(event)
+    }
+    sim.throttled ??= setTimeout(() => {
+      sim.throttled = null
+      sim.lastThrottled = now()
+      if (!isTerminal(sim.p.status)) send(event)
+    }, wait)
   }
 
   function finishAs (sim: Sim, outcome: Sim['plan']['outcome']): void {
@@ -270,13 +318,13 @@ export async function startFakeReplicate (opts: FakeReplicateOptions = {}): Prom
     return p
   }
 
-  function create (body: any, model: string | undefined): Prediction {
+  function create (body: any, model: string | undefined, deployment?: string): Prediction {
     const plan = { steps: 3, outcome: 'succeeded' as const, ...opts.plan, ...plans.shift() }
     const id = newId()
-    const version = model ? createHash('sha256').update(model).digest('hex') : String(body.version)
+    const version = model || deployment ? createHash('sha256').update((model ?? deployment) as string).digest('hex') : String(body.version)
     const p: Prediction = {
       id,
-      model: model ?? (String(body.version).includes(':') ? String(body.version).split(':')[0] : 'fake/model'),
+      model: model ?? deployment ?? (String(body.version).includes(':') ? String(body.version).split(':')[0] : 'fake/model'),
       version,
       input: body.input,
       logs: '',
@@ -294,12 +342,13 @@ export async function startFakeReplicate (opts: FakeReplicateOptions = {}): Prom
         web: `https://replicate.com/p/${id}`
       }
     }
-    if (body.stream === true || plan.stream) p.urls.stream = `${origin}/stream/v1/predictions/${id}`
+    if (body.stream === true || (plan.stream ?? plan.tokens !== undefined)) p.urls.stream = `${origin}/stream/v1/predictions/${id}`
+    if (deployment) p.deployment = deployment
     if (body.webhook) {
       p.webhook = body.webhook
-      p.webhook_events_filter = body.webhook_events_filter ?? [...WEBHOOK_EVENTS]
+      p.webhook_events_filter = body.webhook_events_filter ?? [...DEFAULT_FILTER]
     }
-    const sim: Sim = { p, plan, step: 0, events: [], history: [structuredClone(p)], streams: new Set(), listeners: new Set(), webhooks: Promise.resolve() }
+    const sim: Sim = { p, plan, step: 0, events: [], history: [structuredClone(p)], streams: new Set(), listeners: new Set(), webhooks: Promise.resolve(), lastThrottled: 0, throttled: null, waiters: new Set() }
     sims.set(id, sim)
     predictions.set(id, p)
     notify(sim, ['start'])
@@ -309,6 +358,29 @@ export async function startFakeReplicate (opts: FakeReplicateOptions = {}): Prom
   function cancel (sim: Sim): Prediction {
     if (!isTerminal(sim.p.status)) finishAs(sim, 'canceled')
     return sim.p
+  }
+
+  /** Go-style durations as Replicate's Cancel-After takes them: 90s, 5m, 1h30m, 250ms. */
+  function durationMs (v: string): number | undefined {
+    if (!/^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$/.test(v)) return undefined
+    let ms = 0
+    for (const [, n, u] of v.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) ms += Number(n) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[u as 'ms']
+    return ms
+  }
+
+  function untilDone (sim: Sim, ms: number): Promise<void> {
+    return new Promise(resolve => {
+      const done = (): void => {
+        if (!isTerminal(sim.p.status) && !timedOut) return
+        clearTimeout(timer)
+        sim.waiters.delete(done)
+        resolve()
+      }
+      let timedOut = false
+      const timer = setTimeout(() => { timedOut = true; done() }, ms)
+      sim.waiters.add(done)
+      done()
+    })
   }
 
   function invalid (body: any, byModel: boolean): string | undefined {
@@ -385,12 +457,17 @@ export async function startFakeReplicate (opts: FakeReplicateOptions = {}): Prom
   async function handle (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://x').pathname
     const method = req.method ?? 'GET'
-    const { route, id, model } = routeOf(method, path)
+    const { route, id, model, deployment } = routeOf(method, path)
     counts[route]++
-    res.on('close', () => requests.push({ route, method, path, predictionId: id, status: res.headersSent ? res.statusCode : 0, at: now() }))
+    res.on('close', () => requests.push({ route, method, path, predictionId: id, status: res.headersSent ? res.statusCode : 0, at: now(), headers: req.headers }))
 
     const fault = takeFault(route)
     if (fault?.reset) return void req.socket.destroy()
+    if (fault?.hang) {
+      hung.add(res)
+      res.on('close', () => hung.delete(res))
+      return
+    }
     if (fault?.status) {
       const headers: Record<string, string> = fault.retryAfter !== undefined ? { 'retry-after': String(fault.retryAfter) } : {}
       const extra = fault.retryAfterBody !== undefined ? { retry_after: fault.retryAfterBody } : {}
@@ -411,9 +488,26 @@ export async function startFakeReplicate (opts: FakeReplicateOptions = {}): Prom
         return problem(res, 400, 'The request body is not valid JSON.')
       }
       if (model && opts.models && !opts.models.includes(model)) return problem(res, 404, 'The requested resource could not be found.')
-      const why = invalid(body, model !== undefined)
+      const why = invalid(body, model !== undefined || deployment !== undefined)
       if (why) return problem(res, 422, why)
-      return json(res, 201, create(body, model))
+      const cancelAfter = req.headers['cancel-after'] as string | undefined
+      const cancelMs = cancelAfter === undefined ? undefined : durationMs(cancelAfter)
+      if (cancelAfter !== undefined && (cancelMs === undefined || cancelMs < 5000)) return problem(res, 422, '- Cancel-After: must be a duration of at least 5s')
+      const prefer = /^wait(?:=(\d+))?$/.exec(String(req.headers.prefer ?? '').trim())
+      const p = create(body, model, deployment)
+      const sim = simOf(p.id)
+      if (cancelMs !== undefined) {
+        const timer = setTimeout(() => { if (!isTerminal(sim.p.status)) cancel(sim) }, cancelMs * timeScale)
+        timer.unref()
+      }
+      // Prefer: wait holds the answer until the prediction ends or the wait (max 60 s) passes.
+      if (prefer !== null) await untilDone(sim, Math.min(60, Number(prefer[1] ?? 60)) * 1000 * timeScale)
+      return json(res, 201, sim.p)
+    }
+
+    if (route === 'list') {
+      const results = [...sims.values()].map(x => x.p).sort((a, b) => b.created_at.localeCompare(a.created_at))
+      return json(res, 200, { previous: null, next: null, results })
     }
 
     const sim = id ? sims.get(id) : undefined
@@ -456,6 +550,12 @@ export async function startFakeReplicate (opts: FakeReplicateOptions = {}): Prom
       while (!isTerminal(simOf(id).p.status)) advance(id)
       return simOf(id).p
     },
+    removeData (id) {
+      const p = simOf(id).p
+      p.data_removed = true
+      p.output = null
+      return p
+    },
     history: id => simOf(id).history,
     streamEvents: id => simOf(id).events,
     dropStreams (id) {
@@ -478,7 +578,11 @@ export async function startFakeReplicate (opts: FakeReplicateOptions = {}): Prom
     },
     async close () {
       if (timer) clearInterval(timer)
-      for (const s of sims.values()) for (const r of s.streams) r.destroy()
+      for (const s of sims.values()) {
+        for (const r of s.streams) r.destroy()
+        if (s.throttled !== null) clearTimeout(s.throttled)
+      }
+      for (const r of hung) r.destroy()
       server.closeAllConnections()
       await new Promise<void>(resolve => server.close(() => resolve()))
     }

@@ -1,7 +1,7 @@
 // `npm run dev:replicate`: the fake Replicate next to a local gateway, so predictions can be
 // tried without a Replicate account. Point the gateway at it with REPLICATE_BASE_URL.
-//   node dist/cli/fake-replicate.js [--port 8787] [--step-ms 700] [--token r8_fake_token]
-import { startFakeReplicate } from '../dev/fake-replicate'
+//   node dist-dev/fake-replicate-cli.js [--port 8787] [--step-ms 700] [--token r8_fake_token]
+import { startFakeReplicate } from './fake-replicate'
 
 function arg (name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`)

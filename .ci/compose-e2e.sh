@@ -31,7 +31,6 @@ else
   compose=(docker-compose)
 fi
 [ -d node_modules/eventsource ] || { say "node_modules missing: run npm ci first" >&2; exit 1; }
-[ -f dist/main.js ] || npm run build --silent
 
 # --- teardown: only what this run started ------------------------------------------------------
 started_engine=0
@@ -52,6 +51,9 @@ down() { # project file
 
 stop_engine() {
   [ "$started_engine" = 1 ] || return 0
+  # Our own data root only: superseded builds go after three days; younger untagged images
+  # stay, since the classic builder's stage cache (the npm install) is made of them.
+  docker image prune -f --filter until=72h >/dev/null 2>&1 || true
   kill -TERM "$dockerd_pid" 2>/dev/null || return 0
   for _ in $(seq 1 150); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
   if kill -0 "$dockerd_pid" 2>/dev/null; then
@@ -121,6 +123,8 @@ run_stack() { # kind project file
   local kind=$1 project=$2 file=$3 s=$SECONDS
   current="$project $file"
   projects+=("$project $file")
+  # Leftovers of an earlier run that was killed before its teardown (same project name: ours).
+  down "$project" "$file"
   say "$kind: ${compose[*]} -p $project -f $file build, then up -d (LB :$LB_PORT, Prometheus :$PROMETHEUS_PORT)"
   # The build's log only when it fails: the classic builder prints every step.
   local log

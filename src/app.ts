@@ -1,3 +1,4 @@
+import { hostname } from 'node:os'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import fastifyCors from '@fastify/cors'
 import type { Config } from './config'
@@ -21,6 +22,7 @@ import type { Tracing } from './otel'
 import { createFeatures, type Features } from './features'
 import channelRoutes from './routes/channels'
 import disconnectRoutes from './routes/disconnect'
+import adminRoutes from './routes/admin'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -96,6 +98,12 @@ function serverOptions (config: Config): Record<string, unknown> {
   return {}
 }
 
+/** host:port this instance listens on, for the operator page. */
+function listenName (app: FastifyInstance): string {
+  const a = app.server.address()
+  return a !== null && typeof a === 'object' ? `${hostname()}:${a.port}` : hostname()
+}
+
 export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   const { config } = opts
   const app = Fastify({
@@ -166,7 +174,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
       maxAge: 600
     })
   }
-  const features = await createFeatures({ config, bus, store, hub, metrics, log: app.log })
+  const features = await createFeatures({ config, bus, store, hub, metrics, name: () => listenName(app), log: app.log })
   app.decorate('features', features)
   // The revocation check: two Map lookups on every authenticated request, no round trip.
   await app.register(authPlugin, { config, store, refuse: (claims) => features.revocations.check(claims) })
@@ -178,6 +186,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   await app.register(demoRoutes)
   await app.register(channelRoutes)
   await app.register(disconnectRoutes)
+  await app.register(adminRoutes)
 
   // Streams are hijacked responses: the HTTP server's close would wait for them forever, so
   // they end before it (preClose), and the bus closes after it (onClose).

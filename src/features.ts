@@ -13,6 +13,7 @@ import { MemoryPresenceBackend } from './presence/memory'
 import { RedisPresenceBackend } from './presence/redis'
 import { randomBytes } from 'node:crypto'
 import { AuthHook } from './auth/hook'
+import { StatsPublisher } from './admin/stats'
 
 /** Presence, history pages and revocation: the parts that span instances beside the bus. */
 export interface Features {
@@ -26,7 +27,7 @@ export interface Features {
   close (): Promise<void>
 }
 
-export async function createFeatures (o: { config: Config, bus: Bus, store: Store, hub: Hub, metrics: Metrics, log: { warn: (o: object, m: string) => void } }): Promise<Features> {
+export async function createFeatures (o: { config: Config, bus: Bus, store: Store, hub: Hub, metrics: Metrics, name: () => string, log: { warn: (o: object, m: string) => void } }): Promise<Features> {
   const { config, bus, hub, metrics } = o
   const instance = randomBytes(6).toString('hex')
   const side: Redis | Cluster | null = await createSideRedis(config, bus.kind)
@@ -50,6 +51,24 @@ export async function createFeatures (o: { config: Config, bus: Bus, store: Stor
       log: o.log
     })
   hub.observer = presence
+  const stats = config.admin.enabled
+    ? new StatsPublisher(bus, {
+      instance,
+      name: o.name,
+      connections: () => hub.connections.size,
+      subscriptions: () => bus.subscriptionCount(),
+      channelSizes: () => hub.channelSizes(),
+      presenceMembers: () => presence.size,
+      counters: async () => {
+        const latency = (await metrics.latency.get()).values.filter(v => v.metricName.endsWith('_bucket'))
+        return {
+          delivered: (await metrics.delivered.get()).values[0]?.value ?? 0,
+          published: (await metrics.published.get()).values.reduce((n, v) => n + v.value, 0),
+          latency: { le: latency.map(v => v.labels.le), counts: latency.map(v => v.value) }
+        }
+      }
+    }, o.log)
+    : null
   return {
     revocations,
     history,
@@ -57,6 +76,7 @@ export async function createFeatures (o: { config: Config, bus: Bus, store: Stor
     authHook: config.authHook !== undefined ? new AuthHook(config.authHook.url, config.authHook.cacheS) : null,
     instance,
     async close () {
+      stats?.close()
       revocations.close()
       await presence.close()
       if (side !== null) {

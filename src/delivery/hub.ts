@@ -382,6 +382,11 @@ export class Hub {
     return members === undefined ? 0 : members instanceof Connection ? 1 : members.size
   }
 
+  /** Local streams per channel (the operator page's busiest channels). */
+  * channelSizes (): IterableIterator<[string, number]> {
+    for (const [ch, members] of this.channels) yield [ch, members instanceof Connection ? 1 : members.size]
+  }
+
   channelCount (): number {
     return this.channels.size
   }

@@ -11,7 +11,23 @@ export function mayRead (claims: Claims, channel: string): boolean {
   return claims.role === 'publisher' || claims.role === 'admin' || channel === userChannel(claims.sub) || allows(claims.channels, channel)
 }
 
-function channelParam (request: FastifyRequest): string {
+/** `{ channel, count, members?, truncated? }` across instances; 400 for a channel without presence, 503 when Redis fails. */
+export async function presenceAnswer (app: FastifyInstance, request: FastifyRequest, channel: string, members: boolean): Promise<object> {
+  if (!Presence.tracks(channel)) throw errors.invalidChannel(`channel "${channel}"`, 'presence is kept for shared channels, not user:<sub>')
+  let view
+  try {
+    // This instance's own latest changes first: a client that just opened a stream here sees itself.
+    await app.features.presence.flush()
+    view = await app.features.presence.query(channel, app.config.presence.maxMembers)
+  } catch (err) {
+    request.log.warn({ err }, 'presence read failed')
+    throw errors.busUnavailable()
+  }
+  if (!members) return { channel, count: view.count }
+  return { channel, count: view.count, members: view.members, ...(view.count > view.members.length ? { truncated: true } : {}) }
+}
+
+export function channelParam (request: FastifyRequest): string {
   const channel = (request.params as { channel: string }).channel
   const problem = channelProblem(channel)
   if (problem !== null) throw errors.invalidChannel(`channel "${channel.slice(0, 200)}"`, problem)
@@ -27,25 +43,13 @@ function limitParam (raw: unknown, dflt: number): number {
 }
 
 export default async function channelRoutes (app: FastifyInstance): Promise<void> {
-  const { history, presence } = app.features
-  const maxMembers = app.config.presence.maxMembers
+  const { history } = app.features
 
   app.get('/channels/:channel/presence', async (request) => {
     const claims = await app.auth.claims(request)
     const channel = channelParam(request)
-    if (!Presence.tracks(channel)) throw errors.invalidChannel(`channel "${channel}"`, 'presence is kept for shared channels, not user:<sub>')
-    let view
-    try {
-      // This instance's own latest changes first: a client that just opened a stream here sees itself.
-      await presence.flush()
-      view = await presence.query(channel, maxMembers)
-    } catch (err) {
-      request.log.warn({ err }, 'presence read failed')
-      throw errors.busUnavailable()
-    }
     // The count is for anyone with a token; who the members are only for those who may read the channel.
-    if (!mayRead(claims, channel)) return { channel, count: view.count }
-    return { channel, count: view.count, members: view.members, ...(view.count > view.members.length ? { truncated: true } : {}) }
+    return await presenceAnswer(app, request, channel, mayRead(claims, channel))
   })
 
   app.get('/channels/:channel/history', async (request) => {

@@ -5,15 +5,20 @@
  * Redis store adds CHANNEL_PREFIX); an expired key reads as absent.
  */
 export interface Store {
-  /** Sets `key`; with `nx` only when absent. Resolves true when written. */
+  /**
+   * Sets `key` to `value` for `ttlMs` (a plain set replaces the value and restarts the TTL);
+   * with `nx` only when the key is absent or expired. Resolves true when written.
+   */
   set (key: string, value: string, ttlMs: number, nx?: boolean): Promise<boolean>
+  /** The value, or null when absent or expired. */
   get (key: string): Promise<string | null>
-  /** Gets and deletes in one step (single-use tickets). */
+  /** Gets and deletes in one step (single-use tickets): of two concurrent takes one gets it. */
   take (key: string): Promise<string | null>
+  /** Deleting an absent key is not an error. */
   del (key: string): Promise<void>
-  /** Extends the TTL only while the key still holds `value` (lock renewal). */
+  /** Restarts the TTL only while the key still holds `value` (lock renewal); false otherwise. */
   refresh (key: string, value: string, ttlMs: number): Promise<boolean>
-  /** Deletes only while the key still holds `value` (lock release). */
+  /** Deletes only while the key still holds `value` (lock release); false otherwise. */
   release (key: string, value: string): Promise<boolean>
 }
 

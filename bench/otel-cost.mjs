@@ -12,17 +12,7 @@
 // (`off` alone also runs against a build from before tracing existed: copy this file there.)
 
 import http from 'node:http'
-import { join } from 'node:path'
-import { pathToFileURL } from 'node:url'
-import { EventEmitter } from 'node:events'
-
-const ROOT = join(import.meta.dirname, '..')
-const dist = (p) => import(pathToFileURL(join(ROOT, 'dist', p)).href)
-const { Hub } = await dist('delivery/hub.js')
-const { Connection } = await dist('delivery/connection.js')
-const { MemoryBus } = await dist('bus/memory-bus.js')
-const { createMetrics } = await dist('metrics/metrics.js')
-const { channelSetHash } = await dist('delivery/cursor.js')
+import { channelSetHash, Connection, CountingResponse, createMetrics, dist, Hub, MemoryBus } from './lib/delivery-core.mjs'
 
 const sizes = (process.argv[2] ?? '1,100,1000').split(',').map(Number)
 const messages = Number(process.argv[3] ?? 20000)
@@ -31,23 +21,6 @@ const ROUNDS = 5
 const HEAP_MESSAGES = 200
 const gc = globalThis.gc ?? (() => {})
 const quiet = { info () {}, warn () {} }
-
-/** A ServerResponse stand-in on the direct-write path: head sent, chunked, nothing queued. */
-class Sink extends EventEmitter {
-  constructor (counter) {
-    super()
-    this.headersSent = true
-    this.chunkedEncoding = true
-    this.writableLength = 0
-    this.writableEnded = false
-    this.socket = { writableLength: 0, write: () => { counter.writes++; return true } }
-  }
-
-  writeHead () {}
-  write (s) { return this.socket.write(s) }
-  end () { this.writableEnded = true }
-  destroy () {}
-}
 
 // The OTLP sink: answers every export with 200 and keeps only a count.
 let exported = 0
@@ -73,7 +46,7 @@ async function run (n, mode) {
   const channels = ['topic:bench', 'user:u']
   const hash = channelSetHash(channels)
   for (let i = 0; i < n; i++) {
-    const conn = new Connection({ res: new Sink(counter), user: 'u', channels, hash, events: null, maxBufferedBytes: 1 << 20, immediate: hub.immediate, metrics, onClose: hub.onClose })
+    const conn = new Connection({ res: new CountingResponse(counter), user: 'u', channels, hash, events: null, maxBufferedBytes: 1 << 20, immediate: hub.immediate, metrics, onClose: hub.onClose })
     await hub.attach(conn, { from: 'live' })
   }
   const data = { p: 'x'.repeat(100) }

@@ -8,42 +8,16 @@
 //   node --expose-gc bench/fanout.mjs [N,N,...=1000,10000,100000] [rounds=30] [--no-save]
 
 import { join } from 'node:path'
-import { pathToFileURL } from 'node:url'
-import { EventEmitter } from 'node:events'
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { machine } from './lib/machine.mjs'
-
-const ROOT = join(import.meta.dirname, '..')
-const dist = (p) => import(pathToFileURL(join(ROOT, 'dist', p)).href)
-const { Hub } = await dist('delivery/hub.js')
-const { Connection } = await dist('delivery/connection.js')
-const { MemoryBus } = await dist('bus/memory-bus.js')
-const { createMetrics } = await dist('metrics/metrics.js')
-const { channelSetHash } = await dist('delivery/cursor.js')
+import { channelSetHash, Connection, CountingResponse, createMetrics, Hub, MemoryBus, ROOT } from './lib/delivery-core.mjs'
 
 const args = process.argv.slice(2).filter(a => !a.startsWith('--'))
 const sizes = (args[0] ?? '1000,10000,100000').split(',').map(Number)
 const rounds = Number(args[1] ?? 30)
 const gc = globalThis.gc ?? (() => {})
 const quiet = { info () {}, warn () {} }
-
-/** A ServerResponse stand-in on the direct-write path: head sent, chunked, nothing queued. */
-class Sink extends EventEmitter {
-  constructor (counter) {
-    super()
-    this.headersSent = true
-    this.chunkedEncoding = true
-    this.writableLength = 0
-    this.writableEnded = false
-    this.socket = { writableLength: 0, write: (s) => { counter.writes++; counter.bytes += s.length; return true } }
-  }
-
-  writeHead () {}
-  write (s) { return this.socket.write(s) }
-  end () { this.writableEnded = true }
-  destroy () {}
-}
 
 async function run (n, windowMs) {
   const bus = new MemoryBus({ historySize: 1000, historyTtlS: 600 })
@@ -53,7 +27,7 @@ async function run (n, windowMs) {
   const channels = ['topic:bench', 'user:u'] // like a bench stream: a topic and its user channel
   const hash = channelSetHash(channels)
   for (let i = 0; i < n; i++) {
-    const conn = new Connection({ res: new Sink(counter), user: 'u', channels, hash, events: null, maxBufferedBytes: 1 << 20, immediate: hub.immediate, metrics, onClose: hub.onClose })
+    const conn = new Connection({ res: new CountingResponse(counter), user: 'u', channels, hash, events: null, maxBufferedBytes: 1 << 20, immediate: hub.immediate, metrics, onClose: hub.onClose })
     await hub.attach(conn, { from: 'live' })
   }
   const pad = 'x'.repeat(100)

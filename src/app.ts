@@ -21,6 +21,7 @@ import ticketRoutes from './routes/tickets'
 import healthRoutes from './routes/health'
 import replicatePlugin, { type ReplicateOptions } from './routes/replicate'
 import demoRoutes from './routes/demo'
+import type { Tracing } from './otel'
 import { createFeatures, type Features } from './features'
 import channelRoutes from './routes/channels'
 import disconnectRoutes from './routes/disconnect'
@@ -28,6 +29,8 @@ import adminRoutes from './routes/admin'
 
 declare module 'fastify' {
   interface FastifyInstance {
+    /** Trace export (OTEL_EXPORTER_OTLP_*), or null: off, and no OpenTelemetry code loaded. */
+    tracing: Tracing | null
     config: Config
     bus: Bus
     store: Store
@@ -163,6 +166,10 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   const bus = opts.bus ?? await createBus(config, metrics, app.log)
   const limits = limitsOf(config)
   const store = opts.store ?? storeBeside(bus)
+  // Loaded only when configured: with tracing off no OpenTelemetry module is ever required.
+  // A require rather than import(): this is CommonJS, and import() would wrap it as ESM.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const tracing = config.otel !== undefined ? (require('./otel') as typeof import('./otel')).startTracing(config.otel) : null
   const hub = new Hub(bus, {
     limits,
     batchWindowMs: config.batchWindowMs,
@@ -173,8 +180,10 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     // Longer than a subscriber reconnect (ioredis retries after 100 ms, then 200, 400...), short
     // enough that a client facing a real outage gets its 503 + Retry-After promptly.
     busWaitMs: 1000,
-    log: app.log
+    log: app.log,
+    tracer: tracing?.delivery ?? null
   }, metrics)
+  app.decorate('tracing', tracing)
   app.decorate('config', config)
   app.decorate('bus', bus)
   app.decorate('store', store)
@@ -246,6 +255,8 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   app.addHook('onClose', async () => {
     await features.close()
     if (opts.bus === undefined) await bus.close()
+    // Last: exports the spans of everything above.
+    await tracing?.shutdown()
   })
   return app
 }

@@ -14,7 +14,8 @@ const OTEL_SCHEMA = {
   OTEL_EXPORTER_OTLP_HEADERS: { type: 'string' },
   OTEL_EXPORTER_OTLP_TRACES_HEADERS: { type: 'string' },
   OTEL_TRACES_SAMPLER: { type: 'string', enum: ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'], default: 'parentbased_always_on' },
-  OTEL_TRACES_SAMPLER_ARG: { type: 'number', minimum: 0, maximum: 1 }
+  OTEL_TRACES_SAMPLER_ARG: { type: 'number', minimum: 0, maximum: 1 },
+  OTEL_BSP_SCHEDULE_DELAY: { type: 'integer', minimum: 0, maximum: 600000, default: 5000 }
 } as const
 
 // The one place that reads process.env. Everything else receives a Config.
@@ -130,6 +131,8 @@ export interface OtelConfig {
   sampler: string
   samplerArg: number
   serviceName: string
+  /** How long ended spans wait to be exported in one batch (OTEL_BSP_SCHEDULE_DELAY). */
+  exportDelayMs: number
 }
 
 export class ConfigError extends Error {}
@@ -284,7 +287,8 @@ function otelConfig (raw: Record<string, any>): OtelConfig | undefined {
     },
     sampler,
     samplerArg: raw.OTEL_TRACES_SAMPLER_ARG ?? 1,
-    serviceName: raw.OTEL_SERVICE_NAME
+    serviceName: raw.OTEL_SERVICE_NAME,
+    exportDelayMs: raw.OTEL_BSP_SCHEDULE_DELAY
   }
 }
 

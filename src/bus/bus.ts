@@ -33,6 +33,11 @@ export interface Envelope {
   data: unknown
   key?: string
   ts: number
+  /**
+   * W3C trace context of the publish (`00-<trace-id>-<span-id>-<flags>`), so delivery spans on
+   * every instance continue the publisher's trace. Optional; readers that predate it ignore it.
+   */
+  traceparent?: string
 }
 
 export interface BusMessage extends Envelope {
@@ -145,4 +150,10 @@ export function compareIds (a: string, b: string): number {
 const ID_RE = /^[0-9]{1,16}-[0-9]{1,16}$/
 export function isId (s: string): boolean {
   return ID_RE.test(s)
+}
+
+// W3C Trace Context, version 00: neither the trace id nor the parent id may be all zeros.
+const TRACEPARENT_RE = /^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/
+export function isTraceparent (s: unknown): s is string {
+  return typeof s === 'string' && TRACEPARENT_RE.test(s)
 }

@@ -1,10 +1,10 @@
 import { channelProblem, eventProblem, RESERVED_EVENTS } from '../channels'
-import type { Envelope } from './bus'
+import { isTraceparent, type Envelope } from './bus'
 import { DEFAULT_LIMITS, frame, type MessageLimits } from './frame'
 import { ok, refused, Refused, type Outcome, type Problem } from '../outcome'
 
 export const MAX_MESSAGES_PER_PUBLISH = 1000
-const FIELDS = new Set(['channel', 'channels', 'event', 'data', 'key', 'id', 'ts'])
+const FIELDS = new Set(['channel', 'channels', 'event', 'data', 'key', 'id', 'ts', 'traceparent'])
 
 function isObject (v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v)
@@ -99,8 +99,13 @@ function parse (body: unknown, now: number, limits: MessageLimits): Envelope[] {
     if (item.ts !== undefined && (typeof item.ts !== 'number' || !Number.isFinite(item.ts))) {
       throw invalidMessage(`${at}.ts`, 'must be epoch milliseconds')
     }
+    if (item.traceparent !== undefined && !isTraceparent(item.traceparent)) {
+      throw invalidMessage(`${at}.traceparent`, 'must be a W3C traceparent: 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>')
+    }
     for (const c of channels) {
-      out.push({ channel: c as string, event: event as string, data: item.data, key: item.key as string | undefined, ts: (item.ts as number | undefined) ?? now })
+      const m: Envelope = { channel: c as string, event: event as string, data: item.data, key: item.key as string | undefined, ts: (item.ts as number | undefined) ?? now }
+      if (item.traceparent !== undefined) m.traceparent = item.traceparent as string
+      out.push(m)
       if (out.length > MAX_MESSAGES_PER_PUBLISH) throw invalidMessage('body', `at most ${MAX_MESSAGES_PER_PUBLISH} messages per request`)
     }
   })

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { DEFAULT_LIMITS, frame, type MessageLimits } from '../bus/frame'
 import type { Metrics } from '../metrics/metrics'
 import type { Problem } from '../outcome'
+import type { DeliverySpan, DeliveryTracer } from './tracing'
 import { Connection, type CloseReason, type Frame } from './connection'
 import { decodeCursor } from './cursor'
 import { ExpirySweep } from './expiry'
@@ -50,6 +51,8 @@ export interface HubOptions {
   /** The bus's limits: a message past them (published around the checks) is dropped, not written. */
   limits?: MessageLimits
   log: { info: (o: object, m: string) => void, warn: (o: object, m: string) => void }
+  /** Delivery spans (batch wait, frame, write) when tracing is on; null or absent: off. */
+  tracer?: DeliveryTracer | null
 }
 
 const noop = (): void => {}
@@ -78,12 +81,17 @@ export class Hub {
     this.flush()
   }
 
+  private readonly tracer: DeliveryTracer | null
+  /** Delivery spans waiting for the flush that writes their message. */
+  private readonly spans: DeliverySpan[] = []
+
   draining = false
   /** Told of every stream from attach until it leaves (presence). */
   observer: { opened (conn: Connection): void, closed (conn: Connection): void } | null = null
 
   constructor (private readonly bus: Bus, private readonly opts: HubOptions, private readonly m: Metrics) {
     this.limits = opts.limits ?? DEFAULT_LIMITS
+    this.tracer = opts.tracer ?? null
     this.listener = {
       onMessage: (msg) => this.fanout(msg),
       onReset: (channel, head) => this.reset(channel, head)
@@ -293,9 +301,11 @@ export class Hub {
   private fanout (msg: BusMessage): void {
     const members = this.channels.get(msg.channel)
     if (members === undefined) return
+    const t0 = this.tracer !== null ? performance.now() : 0
     const body = this.body(msg)
     if (body === null) return
     const frame: Frame = { id: msg.id, channel: msg.channel, event: msg.event, key: msg.key, ts: msg.ts, body, bytes: Buffer.byteLength(body) }
+    if (this.tracer !== null) this.traceDelivery(msg, t0, members instanceof Connection ? 1 : members.size)
     if (members instanceof Connection) {
       this.deliver(members, members.channels.indexOf(msg.channel), frame)
       return
@@ -303,6 +313,14 @@ export class Hub {
     this.current = frame
     members.forEach(this.deliverEach)
     this.current = null
+  }
+
+  private traceDelivery (msg: BusMessage, receivedAt: number, connections: number): void {
+    const span = (this.tracer as DeliveryTracer).delivery(msg, receivedAt, performance.now(), connections)
+    if (span === null) return
+    this.spans.push(span)
+    // With window 0 a flush runs only when a stream got a frame; the span must end regardless.
+    if (this.flushTimer === null && this.turnFlush === null) this.turnFlush = setImmediate(this.flushTurn)
   }
 
   private deliver (conn: Connection, i: number, frame: Frame): void {
@@ -324,7 +342,8 @@ export class Hub {
   }
 
   private flush (): void {
-    if (this.dirty.size === 0) return
+    if (this.dirty.size === 0 && this.spans.length === 0) return
+    const start = this.spans.length > 0 ? performance.now() : 0
     const now = Date.now()
     let writes = 0
     let frames = 0
@@ -339,6 +358,11 @@ export class Hub {
     if (writes > 0) {
       this.m.socketWrites.inc(writes)
       this.m.delivered.inc(frames)
+    }
+    if (this.spans.length > 0) {
+      const end = performance.now()
+      for (const span of this.spans) span.written(start, end)
+      this.spans.length = 0
     }
   }
 

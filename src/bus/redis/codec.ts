@@ -1,4 +1,4 @@
-import type { BusMessage, Envelope } from '../bus'
+import { isTraceparent, type BusMessage, type Envelope } from '../bus'
 
 /**
  * Where a channel lives in Redis. In a cluster the channel name is wrapped in a hash tag so
@@ -32,9 +32,11 @@ export class KeyLayout {
 }
 
 export function encodeEnvelope (m: Envelope): string {
-  return JSON.stringify(m.key === undefined
+  const out: Record<string, unknown> = m.key === undefined
     ? { channel: m.channel, event: m.event, data: m.data, ts: m.ts }
-    : { channel: m.channel, event: m.event, data: m.data, key: m.key, ts: m.ts })
+    : { channel: m.channel, event: m.event, data: m.data, key: m.key, ts: m.ts }
+  if (m.traceparent !== undefined) out.traceparent = m.traceparent
+  return JSON.stringify(out)
 }
 
 /** Parses `<id> <envelope json>` as published by PUBLISH_LUA; null when malformed. */
@@ -44,7 +46,9 @@ export function decodePublished (payload: string): BusMessage | null {
   try {
     const m = JSON.parse(payload.slice(sp + 1))
     if (m === null || typeof m !== 'object' || typeof m.channel !== 'string' || typeof m.event !== 'string') return null
-    return { id: payload.slice(0, sp), channel: m.channel, event: m.event, data: m.data, key: m.key, ts: typeof m.ts === 'number' ? m.ts : 0 }
+    // A malformed trace context is dropped, never the message: tracing must not cost delivery.
+    const traceparent = m.traceparent === undefined || !isTraceparent(m.traceparent) ? undefined : m.traceparent
+    return { id: payload.slice(0, sp), channel: m.channel, event: m.event, data: m.data, key: m.key, ts: typeof m.ts === 'number' ? m.ts : 0, traceparent }
   } catch {
     return null
   }

@@ -4,7 +4,7 @@
 // point edge -> core, never back, and no modules import each other in a cycle, type-only
 // imports included (tsPreCompilationDeps).
 const CORE = '^src/(bus|delivery|replicate|shared|history|revocation|presence|admin)/|^src/(channels|outcome)[.]ts$'
-const EDGE = '^src/(auth|routes|cli|dev)/|^src/(app|main|index|publisher|errors|logger)[.]ts$'
+const EDGE = '^src/(auth|routes|http1|cli|dev)/|^src/(app|main|index|publisher|errors|logger)[.]ts$'
 
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {

@@ -12,8 +12,9 @@ import { ClusterBus } from './bus/redis/cluster-bus'
 import { Hub } from './delivery/hub'
 import { createMetrics, type Metrics } from './metrics/metrics'
 import authPlugin from './auth/plugin'
-import { errors, frameworkError, GatewayError, problemError } from './errors'
-import { Refused } from './outcome'
+import { errors, GatewayError, isUnexpected, toGatewayError } from './errors'
+import frontDoor from './http1/front-door'
+import { nextRequestId } from './http1/request-id'
 import { loggerOptions } from './logger'
 import eventsRoutes from './routes/events'
 import publishRoutes from './routes/publish'
@@ -145,6 +146,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   const app = Fastify({
     ...(opts.logger === false ? { logger: false } : opts.logger !== undefined ? { loggerInstance: opts.logger } : { logger: loggerOptions(config.logLevel) }),
     requestIdHeader: 'x-request-id',
+    genReqId: nextRequestId,
     // Channel names (up to 200 characters, percent-encoded) are path parameters of /channels/:channel/*.
     routerOptions: { maxParamLength: 2048 },
     bodyLimit: config.maxBodyBytes,
@@ -191,20 +193,14 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   app.decorate('metrics', metrics)
   app.decorate('limits', limits)
 
-  app.setErrorHandler((err: any, request, reply) => {
-    if (err instanceof Refused) err = problemError(err.problem)
-    if (err instanceof GatewayError) {
-      if (err.statusCode >= 400 && err.statusCode < 500 && request.url.startsWith('/events')) {
-        metrics.connectionsRejected.labels(err.code).inc()
-      } else if (err.statusCode === 503 && request.url.startsWith('/events')) {
-        metrics.connectionsRejected.labels(err.code).inc()
-      }
-      if (err.headers !== undefined) reply.headers(err.headers)
-      return reply.code(err.statusCode).send({ error: err.code, message: err.message })
+  app.setErrorHandler((err: unknown, request, reply) => {
+    const e = toGatewayError(err)
+    if (e.statusCode >= 500 && isUnexpected(err)) request.log.error({ err }, 'request failed')
+    if (request.url.startsWith('/events') && ((e.statusCode >= 400 && e.statusCode < 500) || e.statusCode === 503)) {
+      metrics.connectionsRejected.labels(e.code).inc()
     }
-    const mapped = frameworkError(err)
-    if (mapped.statusCode >= 500) request.log.error({ err }, 'request failed')
-    return reply.code(mapped.statusCode).send({ error: mapped.code, message: mapped.message })
+    if (e.headers !== undefined) reply.headers(e.headers)
+    return reply.code(e.statusCode).send({ error: e.code, message: e.message })
   })
   app.setNotFoundHandler((request, reply) => {
     const e = errors.noRoute(request.method, request.url.split('?')[0])
@@ -238,6 +234,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   await app.register(authPlugin, { config, store, refuse: (claims) => features.revocations.check(claims) })
   await app.register(healthRoutes)
   await app.register(eventsRoutes)
+  await app.register(frontDoor)
   await app.register(publishRoutes)
   await app.register(ticketRoutes)
   await app.register(replicatePlugin, opts.replicate ?? {})

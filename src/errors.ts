@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http'
-import type { Problem } from './outcome'
+import { Refused, type Problem } from './outcome'
 
 // Every error the gateway answers, and the one place that maps core's refusals (outcome.ts) to
 // HTTP. Routes throw these; the error handler in app.ts turns them into `{ error: code,
@@ -58,6 +58,18 @@ export function frameworkError (err: { statusCode?: unknown, code?: unknown, mes
   if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return errors.unsupportedMediaType(status, message)
   if (/JSON/i.test(message) || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return errors.invalidJson(status, message)
   return errors.badRequest(status, message)
+}
+
+/** Any error a route throws, as the gateway answers it (app.ts's error handler, the front door). */
+export function toGatewayError (err: unknown): GatewayError {
+  if (err instanceof Refused) return problemError(err.problem)
+  if (err instanceof GatewayError) return err
+  return frameworkError(err !== null && typeof err === 'object' ? err : {})
+}
+
+/** Not one of the gateway's own answers: a bug or a framework error, worth an error line. */
+export function isUnexpected (err: unknown): boolean {
+  return !(err instanceof GatewayError || err instanceof Refused)
 }
 
 /** The HTTP answer to a refusal of core. */

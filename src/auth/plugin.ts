@@ -2,11 +2,12 @@ import { randomBytes } from 'node:crypto'
 import fp from 'fastify-plugin'
 import fastifyJwt from '@fastify/jwt'
 import fastifyCookie from '@fastify/cookie'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import type { Config } from '../config'
 import type { Store } from '../bus/bus'
 import { errors } from '../errors'
 import { userIdProblem } from '../channels'
+import { TokenCache } from './token-cache'
 
 export interface Claims {
   sub: string
@@ -33,11 +34,20 @@ export interface TokenSources {
   cookie?: boolean
 }
 
+/** What the credential sources are read from: fastify's request, or the front door's parse. */
+export interface AuthRequest {
+  method: string
+  url: string
+  headers: Record<string, string | string[] | undefined>
+  query: unknown
+  cookies?: Record<string, string | undefined>
+}
+
 declare module 'fastify' {
   interface FastifyInstance {
     auth: {
       /** Claims from a Bearer header, or the sources the route allows (cookie, query token, ticket). */
-      claims (request: FastifyRequest, opts?: TokenSources): Promise<Claims>
+      claims (request: AuthRequest, opts?: TokenSources): Promise<Claims>
       issueTicket (claims: Claims): Promise<string>
     }
   }
@@ -117,13 +127,10 @@ async function authPlugin (app: FastifyInstance, opts: AuthPluginOptions): Promi
       ...(jwt.issuer !== undefined ? { allowedIss: jwt.issuer } : {}),
       ...(jwt.audience !== undefined ? { allowedAud: jwt.audience } : {}),
       // allowedIss/allowedAud only check a claim that is present: a token without it would pass.
-      requiredClaims: [...(jwt.issuer !== undefined ? ['iss'] : []), ...(jwt.audience !== undefined ? ['aud'] : [])],
-      // A reconnecting client presents the token it had: a cache hit costs one hash instead of
-      // decoding, the signature and the claim checks (bench/README.md, connect). fast-jwt keys
-      // the cache by a hash of the token and expires entries with the token.
-      cache: Math.min(opts.config.maxConnections, 20000)
+      requiredClaims: [...(jwt.issuer !== undefined ? ['iss'] : []), ...(jwt.audience !== undefined ? ['aud'] : [])]
     }
   })
+  const cache = new TokenCache<Claims>(Math.min(opts.config.maxConnections, 20000))
 
   const refuse = opts.refuse
   const allowed = (claims: Claims): Claims | Promise<Claims> => {
@@ -138,21 +145,27 @@ async function authPlugin (app: FastifyInstance, opts: AuthPluginOptions): Promi
   }
 
   const verify = (token: string): Claims | Promise<Claims> => {
-    let payload: unknown
+    const now = Date.now()
+    const hit = cache.get(token, now)
+    // Revocation is checked on every use, cached or not.
+    if (hit !== undefined) return allowed(hit)
+    let payload: any
     try {
       payload = app.jwt.verify(token)
     } catch (err) {
       throw errors.unauthorized(jwtProblem(err))
     }
-    return allowed(toClaims(payload))
+    const claims = toClaims(payload)
+    cache.set(token, claims, now, payload.nbf, payload.exp)
+    return allowed(claims)
   }
 
   app.decorate('auth', {
-    async claims (request: FastifyRequest, o: TokenSources = {}): Promise<Claims> {
+    async claims (request: AuthRequest, o: TokenSources = {}): Promise<Claims> {
       if (o.ticket === true || o.query === true) checkQuerySpelling(request.url)
       const header = request.headers.authorization
       if (header !== undefined) {
-        const m = /^Bearer\s+(\S+)\s*$/i.exec(header)
+        const m = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null
         if (m === null) throw errors.unauthorized('Authorization header must be "Bearer <token>"')
         return verify(m[1])
       }

@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http'
 import { constants, Http2ServerResponse, type ServerHttp2Stream } from 'node:http2'
+import type { Socket } from 'node:net'
 import { compareIds } from '../bus/bus'
 import type { Metrics } from '../metrics/metrics'
 import { controlFrame, HEARTBEAT } from './sse'
@@ -18,9 +19,27 @@ export interface Frame {
 
 export type CloseReason = 'client' | 'slow_consumer' | 'auth_expired' | 'drain' | 'error' | 'shutdown' | 'revoked'
 
+/**
+ * What a stream writes to, beside node's own responses: the part of ServerResponse used here,
+ * as the HTTP edge provides it over a socket it took before node:http (src/http1/).
+ */
+export interface ResponseSink {
+  readonly socket: Socket | null
+  readonly headersSent: boolean
+  readonly writableEnded: boolean
+  readonly writableLength: number
+  /** True once the head is out and writes are chunks that the hot path may frame itself. */
+  readonly chunkedEncoding: boolean
+  write (chunk: string): boolean
+  end (chunk?: string): unknown
+  destroy (): unknown
+  on (event: 'close' | 'error' | 'drain', fn: () => void): unknown
+  off (event: 'close' | 'error' | 'drain', fn: () => void): unknown
+}
+
 export interface ConnectionOptions {
   /** HTTP/1.1 or HTTP/2 (compat API) response; the write path differs, nothing else. */
-  res: ServerResponse | Http2ServerResponse
+  res: ServerResponse | Http2ServerResponse | ResponseSink
   user: string
   /** The token's `jti`, so a revocation of that token finds its streams. */
   jti?: string
@@ -92,8 +111,8 @@ export class Connection {
     this.cursorPrefix = `${o.hash}:`
     this.pos = o.channels.map(() => '0-0')
     this.queued = this.pos.slice()
-    o.res.on('close', () => this.close('client'))
-    o.res.on('error', () => this.close('error'))
+    this.res.on('close', () => this.close('client'))
+    this.res.on('error', () => this.close('error'))
   }
 
   cursor (): string {

@@ -276,7 +276,8 @@ export class Hub {
     this.m.connectionsClosed.labels(reason).inc()
     this.m.connectionDuration.observe((Date.now() - conn.openedAt) / 1000)
     // `reqId` under fastify's key: the line reads as the request logger's did.
-    this.opts.log.info({ ...(conn.reqId !== undefined ? { reqId: conn.reqId } : {}), user: conn.user, channels: conn.channels.length, reason, durationMs: Date.now() - conn.openedAt }, 'stream closed')
+    // (pino leaves an undefined reqId out of the line.)
+    this.opts.log.info({ reqId: conn.reqId, user: conn.user, channels: conn.channels.length, reason, durationMs: Date.now() - conn.openedAt }, 'stream closed')
   }
 
   readonly onClose = (conn: Connection, reason: CloseReason): void => this.leave(conn, reason)
@@ -413,6 +414,8 @@ export class Hub {
   }
 
   close (): void {
+    // New streams are refused from here on (admit), as the app refuses other requests.
+    this.draining = true
     if (this.flushTimer !== null) clearInterval(this.flushTimer)
     if (this.turnFlush !== null) clearImmediate(this.turnFlush)
     this.turnFlush = null

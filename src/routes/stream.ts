@@ -1,8 +1,10 @@
 // The HTTP side of a stream: admission as a status code, taking the reply over, the SSE
 // response head. What flows on it afterwards is the hub's (src/delivery/).
+import type { ServerResponse } from 'node:http'
+import type { Http2ServerResponse } from 'node:http2'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Claims } from '../auth/plugin'
-import { Connection } from '../delivery/connection'
+import { Connection, type ResponseSink } from '../delivery/connection'
 import { channelSetHash } from '../delivery/cursor'
 import { startFrom, type StreamStart } from '../delivery/hub'
 import { retryFrame } from '../delivery/sse'
@@ -18,8 +20,29 @@ export interface StreamSpec {
   prelude?: string
 }
 
+/**
+ * A stream request as the stream code reads it: fastify's request, or the head the front
+ * door parsed off the socket itself (src/http1/front-door.ts).
+ */
+export interface StreamRequest {
+  id: string
+  method: string
+  url: string
+  headers: Record<string, string | string[] | undefined>
+  query: unknown
+  cookies?: Record<string, string | undefined>
+  log: StreamLog
+}
+
+/** The request logger's lines a stream writes (fastify's request.log, or the front door's). */
+export interface StreamLog {
+  info (o: object, msg: string): void
+  warn (o: object, msg: string): void
+  error (o: object, msg: string): void
+}
+
 /** The client's cursor: the Last-Event-ID header, else the `lastEventId` query parameter. */
-export function lastEventId (request: FastifyRequest): string | null {
+export function lastEventId (request: StreamRequest): string | null {
   const q = request.query as Record<string, unknown>
   const header = request.headers['last-event-id']
   return typeof header === 'string' && header.length > 0
@@ -27,34 +50,55 @@ export function lastEventId (request: FastifyRequest): string | null {
     : typeof q.lastEventId === 'string' && q.lastEventId.length > 0 ? q.lastEventId : null
 }
 
-/**
- * Turns an authorised request into an SSE stream. Everything that can fail with a status code
- * (auth, channels, limits) must have been checked before: from here on the answer is 200.
- */
+/** The SSE head, beside whatever the edge adds (CORS). */
+export const SSE_HEADERS: Readonly<Record<string, string>> = {
+  'content-type': 'text/event-stream; charset=utf-8',
+  'cache-control': 'no-cache',
+  'x-accel-buffering': 'no'
+}
+
+/** The response a stream takes over once admitted, and how its 200 head is written. */
+export interface TakenResponse {
+  res: ServerResponse | Http2ServerResponse | ResponseSink
+  /** Writes the 200 head (node sends it with the first write). */
+  writeHead: () => void
+}
+
+/** Turns an authorised fastify request into an SSE stream (see startStream). */
 export async function openStream (app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, spec: StreamSpec): Promise<void> {
+  await startStream(app, request, spec, () => {
+    reply.hijack()
+    const res = reply.raw
+    const headers: Record<string, string> = { ...(reply.getHeaders() as Record<string, string>), ...SSE_HEADERS }
+    // HTTP/2 forbids connection-specific headers (RFC 9113 8.2.2); its streams persist anyway.
+    if (request.raw.httpVersionMajor < 2) headers.connection = 'keep-alive'
+    return {
+      res,
+      writeHead: () => {
+        res.writeHead(200, headers)
+        // The gateway batches by itself; Nagle would only add delay on top of the window.
+        request.raw.socket.setNoDelay(true)
+      }
+    }
+  })
+}
+
+/**
+ * Admits a stream and runs it. Everything that can fail with a status code (auth, channels,
+ * limits) must have been checked before `take`: once it is called the answer is 200.
+ */
+export async function startStream (app: FastifyInstance, request: StreamRequest, spec: StreamSpec, take: () => TakenResponse): Promise<void> {
   const { hub, config } = app
   const refusal = await hub.admit(spec.claims.sub)
   if (refusal !== null) throw problemError(refusal)
   const start = spec.start ?? startFrom(lastEventId(request))
-
-  reply.hijack()
-  const res = reply.raw
-  const headers: Record<string, string> = {
-    ...(reply.getHeaders() as Record<string, string>),
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache',
-    'x-accel-buffering': 'no'
-  }
-  // HTTP/2 forbids connection-specific headers (RFC 9113 8.2.2); its streams persist anyway.
-  if (request.raw.httpVersionMajor < 2) headers.connection = 'keep-alive'
+  const { res, writeHead } = take()
   // The 200 goes out only once the subscriptions are live: a client that sees the stream
   // open may rely on every later publish reaching it.
   // Node sends the head with the first write: the hub writes these frames with the stream's
   // first output, so a new stream costs one socket write.
   const begin = (): string => {
-    res.writeHead(200, headers)
-    // The gateway batches by itself; Nagle would only add delay on top of the window.
-    request.raw.socket.setNoDelay(true)
+    writeHead()
     return retryFrame(config.retryMs) + ': connected\n\n' + (spec.prelude ?? '')
   }
 
@@ -77,7 +121,7 @@ export async function openStream (app: FastifyInstance, request: FastifyRequest,
     await hub.attach(conn, start, begin)
   } catch (err) {
     request.log.warn({ err }, 'stream sync failed')
-    sendError(res, errors.busUnavailable('could not subscribe the stream; retry'))
+    sendError(res as ServerResponse, errors.busUnavailable('could not subscribe the stream; retry'))
     conn.close('error')
   }
 }

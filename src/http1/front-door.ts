@@ -1,0 +1,153 @@
+// The stream front door: a plain HTTP/1.1 `GET /events` is served off the bare socket, before
+// node:http builds a parser, a request, a response and their listeners for it. Those cost
+// about 70 µs of CPU per connect and 7 KiB per idle stream (bench/README.md, "Issue 15"),
+// which is what a reconnect storm pays 10,000 times. Every other request, and every request
+// the head parser is not certain of (./head.ts), goes to node:http and fastify unchanged, with
+// the bytes already read put back; so does everything on a socket after its first request.
+// The stream itself (auth, channels, limits, the hub) is the same code as the fastify route's.
+import { Server } from 'node:http'
+import type { Socket } from 'node:net'
+import fp from 'fastify-plugin'
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
+import { parse as parseQuery } from 'fast-querystring'
+import { errors, isUnexpected, toGatewayError } from '../errors'
+import { eventsSpec } from '../routes/events'
+import { SSE_HEADERS, startStream, type StreamLog, type StreamRequest } from '../routes/stream'
+import { parseHead } from './head'
+import { nextRequestId } from './request-id'
+import { SocketResponse } from './socket-response'
+
+const noop = (): void => {}
+
+/**
+ * Lines under the request id, as fastify's request.log writes them; a pino child per stream
+ * would cost its bindings (and the peer address a syscall) even when the level is off.
+ */
+function enabled (log: FastifyBaseLogger, level: string): boolean {
+  const check = (log as { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled
+  return check === undefined || check.call(log, level)
+}
+
+class RequestLog implements StreamLog {
+  constructor (private readonly base: FastifyBaseLogger, private readonly reqId: string) {}
+  info (o: object, msg: string): void {
+    if (enabled(this.base, 'info')) this.base.info({ reqId: this.reqId, ...o }, msg)
+  }
+
+  warn (o: object, msg: string): void {
+    if (enabled(this.base, 'warn')) this.base.warn({ reqId: this.reqId, ...o }, msg)
+  }
+
+  error (o: object, msg: string): void {
+    this.base.error({ reqId: this.reqId, ...o }, msg)
+  }
+}
+
+/** The CORS headers @fastify/cors (configured in app.ts) puts on a simple GET, for the same config. */
+export function corsHeaders (origins: readonly string[] | undefined, origin: string | undefined): Record<string, string> {
+  if (origins === undefined) return {}
+  if (origins.includes('*')) return { 'access-control-allow-origin': '*', 'access-control-expose-headers': 'retry-after' }
+  const h: Record<string, string> = { vary: 'Origin' }
+  if (origin !== undefined && origins.includes(origin)) h['access-control-allow-origin'] = origin
+  h['access-control-allow-credentials'] = 'true'
+  h['access-control-expose-headers'] = 'retry-after'
+  return h
+}
+
+async function frontDoor (app: FastifyInstance): Promise<void> {
+  const server = app.server
+  // TLS and HTTP/2 (h2c) servers are not node:http's Server: their streams stay node's.
+  if (!(server instanceof Server)) return
+  const listeners = server.listeners('connection') as Array<(socket: Socket) => void>
+  if (listeners.length !== 1) return
+  const nodeConnection = listeners[0]
+  server.off('connection', nodeConnection)
+  const origins = app.config.corsOrigins
+  // Node's own limit for a head to arrive (headersTimeout) applies while we wait for it too.
+  const headWaitMs = server.headersTimeout > 0 ? server.headersTimeout : 60_000
+
+  const handOff = (socket: Socket, chunk: Buffer | null): void => {
+    socket.setTimeout(0)
+    socket.off('error', noop)
+    socket.off('timeout', onHeadTimeout)
+    if (chunk !== null) {
+      socket.pause()
+      socket.unshift(chunk)
+    }
+    nodeConnection.call(server, socket)
+    if (chunk !== null) socket.resume()
+  }
+
+  function onHeadTimeout (this: Socket): void {
+    this.destroy()
+  }
+
+  server.on('connection', (socket: Socket) => {
+    // Until a stream owns it, an error (a reset) must not become an uncaught exception.
+    socket.on('error', noop)
+    socket.setTimeout(headWaitMs)
+    socket.on('timeout', onHeadTimeout)
+    socket.once('data', (chunk: Buffer) => {
+      const head = parseHead(chunk, '/events')
+      if (head === null) return handOff(socket, chunk)
+      socket.setTimeout(0)
+      socket.off('timeout', onHeadTimeout)
+      void serve(socket, head.url, head.headers)
+    })
+  })
+
+  async function serve (socket: Socket, url: string, headers: Record<string, string>): Promise<void> {
+    // Nothing more is read as a request on this socket; reading on is how its close is seen.
+    socket.on('data', noop)
+    // A client that half-closes gets the rest of its stream ended too.
+    socket.on('end', () => socket.end())
+    const given = headers['x-request-id']
+    const id = given !== undefined && given.length > 0 ? given : nextRequestId()
+    const log = new RequestLog(app.log, id)
+    const q = url.indexOf('?')
+    const cookie = headers.cookie
+    const request: StreamRequest = {
+      id,
+      method: 'GET',
+      url,
+      headers,
+      query: q === -1 ? {} : parseQuery(url.slice(q + 1)),
+      cookies: cookie !== undefined ? app.parseCookie(cookie) : {},
+      log
+    }
+    if (enabled(app.log, 'info')) log.info({ req: { method: 'GET', url, ip: socket.remoteAddress, headers } }, 'incoming request')
+    const cors = corsHeaders(origins, headers.origin)
+    try {
+      // As app.ts's onRequest hook answers every request once the app is closing.
+      if (app.hub.draining) throw errors.draining(1)
+      const spec = await eventsSpec(app, request)
+      await startStream(app, request, spec, () => {
+        const res = new SocketResponse(socket)
+        return {
+          res,
+          writeHead: () => {
+            res.writeHead(200, { ...cors, ...SSE_HEADERS, connection: 'keep-alive' })
+            // The gateway batches by itself; Nagle would only add delay on top of the window.
+            socket.setNoDelay(true)
+          }
+        }
+      })
+    } catch (err) {
+      refuse(socket, err, cors, log)
+    }
+  }
+
+  /** The error answer app.ts's error handler gives, then the socket closes. */
+  function refuse (socket: Socket, err: unknown, cors: Record<string, string>, log: StreamLog): void {
+    const e = toGatewayError(err)
+    if (e.statusCode < 500 || e.statusCode === 503) app.metrics.connectionsRejected.labels(e.code).inc()
+    if (e.statusCode >= 500 && isUnexpected(err)) log.error({ err }, 'request failed')
+    log.info({ res: { statusCode: e.statusCode } }, 'request completed')
+    if (socket.destroyed) return
+    new SocketResponse(socket)
+      .writeHead(e.statusCode, { ...cors, ...e.headers, 'content-type': 'application/json; charset=utf-8' })
+      .end(JSON.stringify({ error: e.code, message: e.message }))
+  }
+}
+
+export default fp(frontDoor, { name: 'stream-front-door', fastify: '5.x', dependencies: ['auth'] })

@@ -58,15 +58,24 @@ async function frontDoor (app: FastifyInstance): Promise<void> {
   const server = app.server
   // TLS and HTTP/2 (h2c) servers are not node:http's Server: their streams stay node's.
   if (!(server instanceof Server)) return
-  const listeners = server.listeners('connection') as Array<(socket: Socket) => void>
-  if (listeners.length !== 1) return
-  const nodeConnection = listeners[0]
+  // node:http's own listener, which builds its parser: it gets every socket that is not ours.
+  const nodeConnection = server.listeners('connection')[0] as (socket: Socket) => void
   server.off('connection', nodeConnection)
   const origins = app.config.corsOrigins
-  // Node's own limit for a head to arrive (headersTimeout) applies while we wait for it too.
-  const headWaitMs = server.headersTimeout > 0 ? server.headersTimeout : 60_000
+  // The sockets that are ours (waiting for a head, or serving a stream): node:http does not
+  // know them, so its closeAllConnections (fastify's forceCloseConnections, after preClose
+  // ended the streams) must close them too, or server.close() would wait for them forever.
+  const sockets = new Set<Socket>()
+  const closeAll = server.closeAllConnections.bind(server)
+  server.closeAllConnections = () => {
+    closeAll()
+    for (const socket of sockets) socket.destroy()
+    sockets.clear()
+  }
 
   const handOff = (socket: Socket, chunk: Buffer | null): void => {
+    sockets.delete(socket)
+    socket.off('close', forget)
     socket.setTimeout(0)
     socket.off('error', noop)
     socket.off('timeout', onHeadTimeout)
@@ -82,10 +91,22 @@ async function frontDoor (app: FastifyInstance): Promise<void> {
     this.destroy()
   }
 
+  // A client that half-closes gets the rest of its stream ended too.
+  function endToo (this: Socket): void {
+    this.end()
+  }
+
+  function forget (this: Socket): void {
+    sockets.delete(this)
+  }
+
   server.on('connection', (socket: Socket) => {
     // Until a stream owns it, an error (a reset) must not become an uncaught exception.
     socket.on('error', noop)
-    socket.setTimeout(headWaitMs)
+    sockets.add(socket)
+    socket.on('close', forget)
+    // Node's own limit for a head to arrive (headersTimeout) applies while we wait for it too.
+    socket.setTimeout(server.headersTimeout)
     socket.on('timeout', onHeadTimeout)
     socket.once('data', (chunk: Buffer) => {
       const head = parseHead(chunk, '/events')
@@ -99,8 +120,7 @@ async function frontDoor (app: FastifyInstance): Promise<void> {
   async function serve (socket: Socket, url: string, headers: Record<string, string>): Promise<void> {
     // Nothing more is read as a request on this socket; reading on is how its close is seen.
     socket.on('data', noop)
-    // A client that half-closes gets the rest of its stream ended too.
-    socket.on('end', () => socket.end())
+    socket.on('end', endToo)
     const given = headers['x-request-id']
     const id = given !== undefined && given.length > 0 ? given : nextRequestId()
     const log = new RequestLog(app.log, id)

@@ -38,7 +38,9 @@ export class SocketResponse implements ResponseSink {
 
   write (chunk: string): boolean {
     if (this.writableEnded) return false
-    let out = Buffer.byteLength(chunk).toString(16) + '\r\n' + chunk + '\r\n'
+    // An empty chunk would be the last one (the end of the body): node writes nothing for it.
+    if (chunk.length === 0 && this.chunkedEncoding) return true
+    let out = chunk.length === 0 ? '' : Buffer.byteLength(chunk).toString(16) + '\r\n' + chunk + '\r\n'
     if (!this.chunkedEncoding) {
       out = this.head + 'transfer-encoding: chunked\r\n\r\n' + out
       this.head = ''

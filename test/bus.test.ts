@@ -52,6 +52,19 @@ for (const [name, make] of Object.entries(implementations)) {
       t.equal(bus.subscriptionCount(), 0, 'one listener, one subscription, released once')
     })
 
+    t.test('1,500 channels subscribed in one turn all go live at their own heads', async t => {
+      const bus = await make(100)
+      t.teardown(() => bus.close())
+      const names = Array.from({ length: 1500 }, (_, i) => `many:${i}`)
+      const ids = await bus.publish(names.filter((_, i) => i % 500 === 7).map(ch => msg(ch, 'before')))
+      const l = { onMessage: () => {} }
+      await Promise.all(names.map(ch => bus.subscribe(ch, l)))
+      t.same(names.filter((_, i) => i % 500 === 7).map(ch => bus.position(ch)), ids, 'a channel with history starts at its head')
+      t.ok(names.filter((_, i) => i % 500 !== 7).every(ch => bus.position(ch) === '0-0'), 'the others at 0-0')
+      t.equal(bus.subscriptionCount(), 1500)
+      for (const ch of names) bus.unsubscribe(ch, l)
+    })
+
     t.test('a call holding a message that could not be delivered is refused whole, naming it; nothing is published', async t => {
       const bus = await make(100)
       t.teardown(() => bus.close())

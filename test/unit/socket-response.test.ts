@@ -4,7 +4,7 @@ import { SocketResponse } from '../../src/http1/socket-response'
 import { waitFor } from '../wait'
 
 /** A SocketResponse on one end of a loopback connection, and what the other end reads. */
-async function pair (t: Tap.Test): Promise<{ res: SocketResponse, server: net.Socket, read: () => string, closed: () => boolean }> {
+async function pair (t: { teardown (fn: () => unknown): void }): Promise<{ res: SocketResponse, server: net.Socket, read: () => string, closed: () => boolean }> {
   let accepted: net.Socket | null = null
   const srv = net.createServer(s => { accepted = s })
   await new Promise<void>(resolve => srv.listen(0, '127.0.0.1', resolve))

@@ -5,7 +5,7 @@ import { checkEnvelopes } from '../validate'
 import type { Store } from '../store'
 import { ChannelSync, type ChannelState } from './channel-sync'
 import { decodePublished, KeyLayout } from './codec'
-import { defineScripts, headOf, publishArgs, readHistory, type ScriptClient } from './scripts'
+import { defineScripts, publishArgs, readHistory, type ScriptClient } from './scripts'
 import { RedisStore } from './store'
 
 export interface RedisBusOptions {
@@ -23,6 +23,8 @@ export interface RedisBusOptions {
  * The multi-instance bus: one command connection and ONE subscriber connection per instance,
  * whatever the number of streams. Channel subscriptions are reference-counted by listener.
  */
+const HEADS_PER_CALL = 1000
+
 export class RedisBus implements Bus {
   readonly kind = 'redis'
   /** The command connection (publish, history, and the store made by `createStore`). */
@@ -41,6 +43,8 @@ export class RedisBus implements Bus {
   private readonly toSubscribe = new Map<string, ChannelState>()
   private readonly toUnsubscribe = new Set<string>()
   private flushScheduled = false
+  /** A SUBSCRIBE batch awaits its confirmation: what arrives meanwhile joins the next batch. */
+  private subscribing = false
 
   constructor (opts: RedisBusOptions) {
     this.opts = opts
@@ -98,7 +102,7 @@ export class RedisBus implements Bus {
   }
 
   private scheduleFlush (): void {
-    if (this.flushScheduled) return
+    if (this.flushScheduled || this.subscribing) return
     this.flushScheduled = true
     setImmediate(() => this.flushSubscriptions())
   }
@@ -115,11 +119,19 @@ export class RedisBus implements Bus {
     if (this.toSubscribe.size === 0) return
     const batch = [...this.toSubscribe]
     this.toSubscribe.clear()
+    // One batch in flight at a time (group commit): in a reconnect storm, the channels of every
+    // connect that arrives during one round trip share the next SUBSCRIBE and its head reads,
+    // instead of a round trip per event-loop turn; an idle gateway still sends at once.
+    this.subscribing = true
     this.sub.subscribe(...batch.map(([channel]) => this.keys.pubsub(channel)))
       .then(() => {
         for (const [channel, st] of batch) void this.sync.fill(channel, st)
       })
       .catch(() => { /* a lost connection resyncs every channel on 'ready' */ })
+      .finally(() => {
+        this.subscribing = false
+        if (this.toSubscribe.size > 0 || this.toUnsubscribe.size > 0) this.scheduleFlush()
+      })
   }
 
   position (channel: string): string {
@@ -130,8 +142,31 @@ export class RedisBus implements Bus {
     return await readHistory((key, cursor, count) => this.cmd.sseRead(key, cursor, count), this.keys.history(channel), after, this.opts.historySize, this.opts.onDropped)
   }
 
+  /**
+   * Head reads asked for in the same tick (the fills of one SUBSCRIBE batch) share one script
+   * call: in a reconnect storm that is one command per batch instead of one per channel.
+   */
   async head (channel: string): Promise<string> {
-    return await headOf((key, cursor, count) => this.cmd.sseRead(key, cursor, count), this.keys.history(channel))
+    return await new Promise<string>((resolve, reject) => {
+      if (this.heads === null) {
+        this.heads = []
+        process.nextTick(this.readHeads)
+      }
+      this.heads.push({ key: this.keys.history(channel), resolve, reject })
+    })
+  }
+
+  private heads: Array<{ key: string, resolve: (head: string) => void, reject: (err: unknown) => void }> | null = null
+  private readonly readHeads = (): void => {
+    const all = this.heads ?? []
+    this.heads = null
+    // Bounded per call: one script runs alone on the Redis server while it lasts.
+    for (let i = 0; i < all.length; i += HEADS_PER_CALL) {
+      const batch = all.slice(i, i + HEADS_PER_CALL)
+      this.cmd.sseHeads(batch.length, ...batch.map(b => b.key)).then(
+        heads => { for (let k = 0; k < batch.length; k++) batch[k].resolve(heads[k]) },
+        err => { for (const b of batch) b.reject(err) })
+    }
   }
 
   /** A Store on this bus's command connection and prefix; it lives as long as the bus. */

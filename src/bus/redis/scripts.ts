@@ -71,6 +71,26 @@ if (trimmed and cmp(after, first) < 0) or cmp(after, head) > 0 then return {1, h
 return {0, head, redis.call('XRANGE', key, '(' .. after, '+', 'COUNT', ARGV[2])}
 `
 
+/**
+ * KEYS: history streams. Returns each one's head id, as READ_LUA with an empty cursor does: the
+ * channels of one SUBSCRIBE batch learn where they start in one call (single Redis only: the
+ * keys of a call would span slots on a cluster).
+ */
+export const HEADS_LUA = `
+local heads = {}
+for i = 1, #KEYS do
+  local head = '0-0'
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local info = redis.call('XINFO', 'STREAM', KEYS[i])
+    for j = 1, #info, 2 do
+      if info[j] == 'last-generated-id' then head = info[j + 1] end
+    end
+  end
+  heads[i] = head
+end
+return heads
+`
+
 export const REFRESH_LUA = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -84,6 +104,7 @@ return 0
 export type ScriptClient = Redis & {
   ssePublish (numKeys: number, ...args: string[]): Promise<string[]>
   sseRead (key: string, after: string, count: string): Promise<ReadReply>
+  sseHeads (numKeys: number, ...keys: string[]): Promise<string[]>
   sseRefresh (key: string, value: string, ttl: string): Promise<number>
   sseRelease (key: string, value: string): Promise<number>
 }
@@ -92,6 +113,7 @@ export type ScriptClient = Redis & {
 export function defineScripts (r: Redis | Cluster, publishLua = PUBLISH_LUA): void {
   r.defineCommand('ssePublish', { lua: publishLua })
   r.defineCommand('sseRead', { numberOfKeys: 1, lua: READ_LUA })
+  r.defineCommand('sseHeads', { lua: HEADS_LUA })
   r.defineCommand('sseRefresh', { numberOfKeys: 1, lua: REFRESH_LUA })
   r.defineCommand('sseRelease', { numberOfKeys: 1, lua: RELEASE_LUA })
 }

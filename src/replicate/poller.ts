@@ -96,7 +96,12 @@ export class Poller {
         // Stuck: do not hold the prediction hostage. The lock lapses within its TTL; once
         // another instance holds it, this one stops as soon as its step returns.
         log.warn({ prediction: this.id }, 'poller stalled; not renewing its lock')
-        if ((await store.get(keys.poller(this.id))) !== this.token) {
+        // Only once ANOTHER instance holds it, or has finished the prediction: stopping while
+        // the lock is merely free would let this instance start a fresh poller and win the
+        // lock again, starving the others.
+        const holder = await store.get(keys.poller(this.id))
+        const rec = holder === null ? await this.host.record(this.id) : null
+        if ((holder !== null && holder !== this.token) || (rec !== null && isTerminal(rec.status))) {
           this.release = false
           this.ac.abort(new Error('poller lock lost'))
         }

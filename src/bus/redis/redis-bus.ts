@@ -24,6 +24,9 @@ export interface RedisBusOptions {
  * whatever the number of streams. Channel subscriptions are reference-counted by listener.
  */
 const HEADS_PER_CALL = 1000
+/** Subscribes closer together than this are a burst: they wait BATCH_WINDOW_MS for company. */
+const BATCH_GAP_MS = 50
+const BATCH_WINDOW_MS = 3
 
 export class RedisBus implements Bus {
   readonly kind = 'redis'
@@ -104,11 +107,20 @@ export class RedisBus implements Bus {
   private scheduleFlush (): void {
     if (this.flushScheduled || this.subscribing) return
     this.flushScheduled = true
-    setImmediate(() => this.flushSubscriptions())
+    // A lone subscribe goes at once; while they keep coming (a storm, a deploy), one batch
+    // every few ms: measured at 10,000 connects, the batches grew from 2.5 to ~10 channels and
+    // the gateway's CPU per connect fell by about half (bench/README.md, "Issue 15").
+    const now = Date.now()
+    if (now - this.lastFlushAt > BATCH_GAP_MS) setImmediate(this.flushNow)
+    else setTimeout(this.flushNow, BATCH_WINDOW_MS)
   }
+
+  private readonly flushNow = (): void => this.flushSubscriptions()
+  private lastFlushAt = 0
 
   private flushSubscriptions (): void {
     this.flushScheduled = false
+    this.lastFlushAt = Date.now()
     if (this.closed) return
     // Unsubscribes first: a channel left and re-joined in one turn ends subscribed.
     if (this.toUnsubscribe.size > 0) {

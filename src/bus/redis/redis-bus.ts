@@ -5,7 +5,7 @@ import { checkEnvelopes } from '../validate'
 import type { Store } from '../store'
 import { ChannelSync, type ChannelState } from './channel-sync'
 import { decodePublished, KeyLayout } from './codec'
-import { defineScripts, publishArgs, readHistory, type ScriptClient } from './scripts'
+import { defineScripts, headOf, publishArgs, readHistory, type ReadReply, type ScriptClient } from './scripts'
 import { RedisStore } from './store'
 
 export interface RedisBusOptions {
@@ -23,7 +23,7 @@ export interface RedisBusOptions {
  * The multi-instance bus: one command connection and ONE subscriber connection per instance,
  * whatever the number of streams. Channel subscriptions are reference-counted by listener.
  */
-const HEADS_PER_CALL = 1000
+const READS_PER_CALL = 200
 /** Subscribes closer together than this are a burst: they wait BATCH_WINDOW_MS for company. */
 const BATCH_GAP_MS = 50
 const BATCH_WINDOW_MS = 3
@@ -151,33 +151,40 @@ export class RedisBus implements Bus {
   }
 
   async read (channel: string, after: string): Promise<ReadResult> {
-    return await readHistory((key, cursor, count) => this.cmd.sseRead(key, cursor, count), this.keys.history(channel), after, this.opts.historySize, this.opts.onDropped)
+    return await readHistory(this.runRead, this.keys.history(channel), after, this.opts.historySize, this.opts.onDropped)
+  }
+
+  async head (channel: string): Promise<string> {
+    return await headOf(this.runRead, this.keys.history(channel))
   }
 
   /**
-   * Head reads asked for in the same tick (the fills of one SUBSCRIBE batch) share one script
-   * call: in a reconnect storm that is one command per batch instead of one per channel.
+   * History reads (heads and replays) asked for in the same tick share one script call: the
+   * head reads of a SUBSCRIBE batch, and the replays of the resuming streams it lets through
+   * together. In a reconnect storm that is one command per batch instead of one per channel.
    */
-  async head (channel: string): Promise<string> {
-    return await new Promise<string>((resolve, reject) => {
-      if (this.heads === null) {
-        this.heads = []
-        process.nextTick(this.readHeads)
+  private readonly runRead = async (key: string, after: string, count: string): Promise<ReadReply> => {
+    return await new Promise<ReadReply>((resolve, reject) => {
+      if (this.reads === null) {
+        this.reads = []
+        process.nextTick(this.flushReads)
       }
-      this.heads.push({ key: this.keys.history(channel), resolve, reject })
+      this.reads.push({ key, after, count, resolve, reject })
     })
   }
 
-  private heads: Array<{ key: string, resolve: (head: string) => void, reject: (err: unknown) => void }> | null = null
-  private readonly readHeads = (): void => {
-    const all = this.heads ?? []
-    this.heads = null
+  private reads: Array<{ key: string, after: string, count: string, resolve: (r: ReadReply) => void, reject: (err: unknown) => void }> | null = null
+  private readonly flushReads = (): void => {
+    const all = this.reads ?? []
+    this.reads = null
     // Bounded per call: one script runs alone on the Redis server while it lasts.
-    for (let i = 0; i < all.length; i += HEADS_PER_CALL) {
-      const batch = all.slice(i, i + HEADS_PER_CALL)
-      this.cmd.sseHeads(batch.length, ...batch.map(b => b.key)).then(
-        heads => { for (let k = 0; k < batch.length; k++) batch[k].resolve(heads[k]) },
-        err => { for (const b of batch) b.reject(err) })
+    for (let i = 0; i < all.length; i += READS_PER_CALL) {
+      const batch = all.slice(i, i + READS_PER_CALL)
+      const args: string[] = batch.map(r => r.key)
+      for (const r of batch) args.push(r.after, r.count)
+      this.cmd.sseReads(batch.length, ...args).then(
+        replies => { for (let k = 0; k < batch.length; k++) batch[k].resolve(replies[k]) },
+        err => { for (const r of batch) r.reject(err) })
     }
   }
 

@@ -34,13 +34,11 @@ export const PUBLISH_LUA = publishLua('PUBLISH')
 export const SPUBLISH_LUA = publishLua('SPUBLISH')
 
 /**
- * KEYS[1]: history stream. ARGV: cursor id ('' = only the head, see `headOf`), max entries.
- * Returns { reset (0|1), head id, entries }. A cursor is stale when it is below the first
+ * read(key, after, count), READ_LUA as KEYS[1], ARGV[1], ARGV[2]: a history stream, a cursor
+ * id ('' = only the head, see `headOf`), max entries. Returns { reset (0|1), head id, entries }. A cursor is stale when it is below the first
  * retained id of a trimmed stream (a gap), above the newest id (another history), or names a stream that expired.
  */
-export const READ_LUA = `
-local key = KEYS[1]
-local after = ARGV[1]
+const READ_FN = `
 local function cmp(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
   local bm, bs = string.match(b, '^(%d+)-(%d+)$')
@@ -50,45 +48,42 @@ local function cmp(a, b)
   if as ~= bs then if as < bs then return -1 else return 1 end end
   return 0
 end
-if redis.call('EXISTS', key) == 0 then
-  if after == '' or after == '0-0' then return {0, '0-0', {}} end
-  return {1, '0-0', {}}
+local function read(key, after, count)
+  if redis.call('EXISTS', key) == 0 then
+    if after == '' or after == '0-0' then return {0, '0-0', {}} end
+    return {1, '0-0', {}}
+  end
+  local info = redis.call('XINFO', 'STREAM', key)
+  local head, first, added, len = '0-0', '0-0', 0, 0
+  for i = 1, #info, 2 do
+    local k = info[i]
+    if k == 'last-generated-id' then head = info[i + 1]
+    elseif k == 'recorded-first-entry-id' then first = info[i + 1]
+    elseif k == 'entries-added' then added = info[i + 1]
+    elseif k == 'length' then len = info[i + 1] end
+  end
+  -- Trimming drops the oldest entries (and max-deleted-entry-id does not track it on 7.0), so
+  -- a cursor before the first retained entry of a trimmed stream may have missed some.
+  local trimmed = added > len
+  if after == '' then return {0, head, {}} end
+  if (trimmed and cmp(after, first) < 0) or cmp(after, head) > 0 then return {1, head, {}} end
+  return {0, head, redis.call('XRANGE', key, '(' .. after, '+', 'COUNT', count)}
 end
-local info = redis.call('XINFO', 'STREAM', key)
-local head, first, added, len = '0-0', '0-0', 0, 0
-for i = 1, #info, 2 do
-  local k = info[i]
-  if k == 'last-generated-id' then head = info[i + 1]
-  elseif k == 'recorded-first-entry-id' then first = info[i + 1]
-  elseif k == 'entries-added' then added = info[i + 1]
-  elseif k == 'length' then len = info[i + 1] end
-end
--- Trimming drops the oldest entries (and max-deleted-entry-id does not track it on 7.0), so
--- a cursor before the first retained entry of a trimmed stream may have missed some.
-local trimmed = added > len
-if after == '' then return {0, head, {}} end
-if (trimmed and cmp(after, first) < 0) or cmp(after, head) > 0 then return {1, head, {}} end
-return {0, head, redis.call('XRANGE', key, '(' .. after, '+', 'COUNT', ARGV[2])}
+`
+
+export const READ_LUA = READ_FN + `return read(KEYS[1], ARGV[1], ARGV[2])
 `
 
 /**
- * KEYS: history streams. Returns each one's head id, as READ_LUA with an empty cursor does: the
- * channels of one SUBSCRIBE batch learn where they start in one call (single Redis only: the
- * keys of a call would span slots on a cluster).
+ * KEYS: history streams; ARGV: a cursor and a count per key, as READ_LUA takes them. Returns one
+ * READ_LUA reply per key: the reads asked for in one tick (the head reads of a SUBSCRIBE batch,
+ * the replays of the streams it let through) share one call. Single Redis only: the keys of a
+ * call would span slots on a cluster.
  */
-export const HEADS_LUA = `
-local heads = {}
-for i = 1, #KEYS do
-  local head = '0-0'
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    local info = redis.call('XINFO', 'STREAM', KEYS[i])
-    for j = 1, #info, 2 do
-      if info[j] == 'last-generated-id' then head = info[j + 1] end
-    end
-  end
-  heads[i] = head
-end
-return heads
+export const READS_LUA = READ_FN + `
+local out = {}
+for i = 1, #KEYS do out[i] = read(KEYS[i], ARGV[2 * i - 1], ARGV[2 * i]) end
+return out
 `
 
 export const REFRESH_LUA = `
@@ -104,7 +99,7 @@ return 0
 export type ScriptClient = Redis & {
   ssePublish (numKeys: number, ...args: string[]): Promise<string[]>
   sseRead (key: string, after: string, count: string): Promise<ReadReply>
-  sseHeads (numKeys: number, ...keys: string[]): Promise<string[]>
+  sseReads (numKeys: number, ...keysThenArgs: string[]): Promise<ReadReply[]>
   sseRefresh (key: string, value: string, ttl: string): Promise<number>
   sseRelease (key: string, value: string): Promise<number>
 }
@@ -113,7 +108,7 @@ export type ScriptClient = Redis & {
 export function defineScripts (r: Redis | Cluster, publishLua = PUBLISH_LUA): void {
   r.defineCommand('ssePublish', { lua: publishLua })
   r.defineCommand('sseRead', { numberOfKeys: 1, lua: READ_LUA })
-  r.defineCommand('sseHeads', { lua: HEADS_LUA })
+  r.defineCommand('sseReads', { lua: READS_LUA })
   r.defineCommand('sseRefresh', { numberOfKeys: 1, lua: REFRESH_LUA })
   r.defineCommand('sseRelease', { numberOfKeys: 1, lua: RELEASE_LUA })
 }

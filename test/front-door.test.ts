@@ -162,3 +162,20 @@ t.test('an unexpected failure is a 500 in the gateway\'s shape, logged with the 
   t.equal(line.err.message, 'boom')
   t.notOk(lines.some(l => l.includes('incoming request')), 'info lines stay off at warn')
 })
+
+t.test('with a logger that writes the request as given (no redaction), no credential header reaches a line', async t => {
+  const lines: string[] = []
+  const sink = new Writable({ write (chunk, _enc, cb) { lines.push(chunk.toString()); cb() } })
+  const asGiven = (r: unknown): unknown => r
+  const gw = await build(t, { REDIS_URL: '' }, { logger: pino({ level: 'info', serializers: { req: asGiven } }, sink) as any })
+  const token = sign({ sub: 'secretive' })
+  const s = new RawStream(gw.port, '/events', { authorization: `Bearer ${token}`, cookie: `sse_token=${token}`, 'user-agent': 'probe/1' })
+  await s.waitHead()
+  t.equal(s.status, 200)
+  s.close()
+  await waitFor(() => lines.some(l => l.includes('stream closed')), 5000, 'the close line')
+  const all = lines.join('')
+  t.notOk(all.includes(token), 'the token is in no line')
+  t.match(all, /incoming request/)
+  t.notMatch(all, /authorization|sse_token/i, 'nor the header names')
+})

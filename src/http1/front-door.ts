@@ -135,7 +135,9 @@ async function frontDoor (app: FastifyInstance): Promise<void> {
       cookies: cookie !== undefined ? app.parseCookie(cookie) : {},
       log
     }
-    if (enabled(app.log, 'info')) log.info({ req: { method: 'GET', url, ip: socket.remoteAddress, headers } }, 'incoming request')
+    // Only what the req serializer (src/logger.ts) reads: never the credential headers, whatever
+    // logger the app was given.
+    if (enabled(app.log, 'info')) log.info({ req: { method: 'GET', url, ip: socket.remoteAddress, headers: { 'user-agent': headers['user-agent'] } } }, 'incoming request')
     const cors = corsHeaders(origins, headers.origin)
     try {
       // As app.ts's onRequest hook answers every request once the app is closing.

@@ -12,7 +12,7 @@ import { ClusterBus } from './bus/redis/cluster-bus'
 import { Hub } from './delivery/hub'
 import { createMetrics, type Metrics } from './metrics/metrics'
 import authPlugin from './auth/plugin'
-import { errors, GatewayError, isUnexpected, toGatewayError } from './errors'
+import { errors, GatewayError, isRejection, isUnexpected, toGatewayError } from './errors'
 import frontDoor from './http1/front-door'
 import { nextRequestId } from './http1/request-id'
 import { loggerOptions } from './logger'
@@ -195,10 +195,8 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
 
   app.setErrorHandler((err: unknown, request, reply) => {
     const e = toGatewayError(err)
-    if (e.statusCode >= 500 && isUnexpected(err)) request.log.error({ err }, 'request failed')
-    if (request.url.startsWith('/events') && ((e.statusCode >= 400 && e.statusCode < 500) || e.statusCode === 503)) {
-      metrics.connectionsRejected.labels(e.code).inc()
-    }
+    if (isUnexpected(err, e)) request.log.error({ err }, 'request failed')
+    if (request.url.startsWith('/events') && isRejection(e)) metrics.connectionsRejected.labels(e.code).inc()
     if (e.headers !== undefined) reply.headers(e.headers)
     return reply.code(e.statusCode).send({ error: e.code, message: e.message })
   })

@@ -67,9 +67,14 @@ export function toGatewayError (err: unknown): GatewayError {
   return frameworkError(err !== null && typeof err === 'object' ? err : {})
 }
 
-/** Not one of the gateway's own answers: a bug or a framework error, worth an error line. */
-export function isUnexpected (err: unknown): boolean {
-  return !(err instanceof GatewayError || err instanceof Refused)
+/** A failure that is not one of the gateway's own answers (a bug): worth an error line. */
+export function isUnexpected (err: unknown, e: GatewayError): boolean {
+  return e.statusCode >= 500 && !(err instanceof GatewayError || err instanceof Refused)
+}
+
+/** A stream refused with a status (counted in gateway_connections_rejected_total by code). */
+export function isRejection (e: GatewayError): boolean {
+  return (e.statusCode >= 400 && e.statusCode < 500) || e.statusCode === 503
 }
 
 /** The HTTP answer to a refusal of core. */
@@ -93,12 +98,18 @@ export function orThrow<T> (o: { ok: true, value: T } | { ok: false, problem: Pr
   return o.value
 }
 
+/** What sendError writes to: node's response, or the front door's (src/http1/). */
+export type ErrorSink = Pick<ServerResponse, 'headersSent'> & {
+  writeHead (status: number, headers: Record<string, string>): unknown
+  end (body: string): unknown
+}
+
 /**
  * Writes an error to a response the route has taken over (a hijacked SSE reply) when nothing
  * has been sent yet: the same status, headers and body as the error handler's.
  */
-export function sendError (res: ServerResponse, err: GatewayError): void {
+export function sendError (res: ErrorSink, err: GatewayError, extra?: Record<string, string>): void {
   if (res.headersSent) return
-  res.writeHead(err.statusCode, { ...err.headers, 'content-type': 'application/json; charset=utf-8' })
+  res.writeHead(err.statusCode, { ...extra, ...err.headers, 'content-type': 'application/json; charset=utf-8' })
   res.end(JSON.stringify({ error: err.code, message: err.message }))
 }

@@ -10,7 +10,7 @@ import type { Socket } from 'node:net'
 import fp from 'fastify-plugin'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { parse as parseQuery } from 'fast-querystring'
-import { errors, isUnexpected, toGatewayError } from '../errors'
+import { errors, isRejection, isUnexpected, sendError, toGatewayError } from '../errors'
 import { eventsSpec } from '../routes/events'
 import { SSE_HEADERS, startStream, type StreamLog, type StreamRequest } from '../routes/stream'
 import { parseHead } from './head'
@@ -19,15 +19,16 @@ import { SocketResponse } from './socket-response'
 
 const noop = (): void => {}
 
-/**
- * Lines under the request id, as fastify's request.log writes them; a pino child per stream
- * would cost its bindings (and the peer address a syscall) even when the level is off.
- */
+/** A logger without isLevelEnabled (fastify's abstract one) takes every line. */
 function enabled (log: FastifyBaseLogger, level: string): boolean {
   const check = (log as { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled
   return check === undefined || check.call(log, level)
 }
 
+/**
+ * Lines under the request id, as fastify's request.log writes them; a pino child per stream
+ * would cost its bindings (and the peer address a syscall) even when the level is off.
+ */
 class RequestLog implements StreamLog {
   constructor (private readonly base: FastifyBaseLogger, private readonly reqId: string) {}
   info (o: object, msg: string): void {
@@ -73,12 +74,16 @@ async function frontDoor (app: FastifyInstance): Promise<void> {
     sockets.clear()
   }
 
+  const stopHeadTimer = (socket: Socket): void => {
+    socket.setTimeout(0)
+    socket.off('timeout', onHeadTimeout)
+  }
+
   const handOff = (socket: Socket, chunk: Buffer | null): void => {
     sockets.delete(socket)
     socket.off('close', forget)
-    socket.setTimeout(0)
     socket.off('error', noop)
-    socket.off('timeout', onHeadTimeout)
+    stopHeadTimer(socket)
     if (chunk !== null) {
       socket.pause()
       socket.unshift(chunk)
@@ -111,8 +116,7 @@ async function frontDoor (app: FastifyInstance): Promise<void> {
     socket.once('data', (chunk: Buffer) => {
       const head = parseHead(chunk, '/events')
       if (head === null) return handOff(socket, chunk)
-      socket.setTimeout(0)
-      socket.off('timeout', onHeadTimeout)
+      stopHeadTimer(socket)
       void serve(socket, head.url, head.headers)
     })
   })
@@ -162,13 +166,10 @@ async function frontDoor (app: FastifyInstance): Promise<void> {
   /** The error answer app.ts's error handler gives, then the socket closes. */
   function refuse (socket: Socket, err: unknown, cors: Record<string, string>, log: StreamLog): void {
     const e = toGatewayError(err)
-    if (e.statusCode < 500 || e.statusCode === 503) app.metrics.connectionsRejected.labels(e.code).inc()
-    if (e.statusCode >= 500 && isUnexpected(err)) log.error({ err }, 'request failed')
+    if (isRejection(e)) app.metrics.connectionsRejected.labels(e.code).inc()
+    if (isUnexpected(err, e)) log.error({ err }, 'request failed')
     log.info({ res: { statusCode: e.statusCode } }, 'request completed')
-    if (socket.destroyed) return
-    new SocketResponse(socket)
-      .writeHead(e.statusCode, { ...cors, ...e.headers, 'content-type': 'application/json; charset=utf-8' })
-      .end(JSON.stringify({ error: e.code, message: e.message }))
+    if (!socket.destroyed) sendError(new SocketResponse(socket), e, cors)
   }
 }
 

@@ -2,6 +2,11 @@ import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import type { ResponseSink } from '../delivery/connection'
 
+/** One chunk of a chunked body; nothing for an empty string (that would be the last chunk). */
+function framed (s: string): string {
+  return s.length === 0 ? '' : Buffer.byteLength(s).toString(16) + '\r\n' + s + '\r\n'
+}
+
 /**
  * The response of a stream the front door took before node:http saw it: the part of
  * ServerResponse a stream uses, on the bare socket. The head leaves with the first write (as
@@ -40,7 +45,7 @@ export class SocketResponse implements ResponseSink {
     if (this.writableEnded) return false
     // An empty chunk would be the last one (the end of the body): node writes nothing for it.
     if (chunk.length === 0 && this.chunkedEncoding) return true
-    let out = chunk.length === 0 ? '' : Buffer.byteLength(chunk).toString(16) + '\r\n' + chunk + '\r\n'
+    let out = framed(chunk)
     if (!this.chunkedEncoding) {
       out = this.head + 'transfer-encoding: chunked\r\n\r\n' + out
       this.head = ''
@@ -62,7 +67,7 @@ export class SocketResponse implements ResponseSink {
       if (!this.headersSent) this.writeHead(200, {})
       this.socket.end(this.head + `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n` + body)
     } else {
-      this.socket.end((chunk !== undefined && chunk.length > 0 ? Buffer.byteLength(chunk).toString(16) + '\r\n' + chunk + '\r\n' : '') + '0\r\n\r\n')
+      this.socket.end(framed(chunk ?? '') + '0\r\n\r\n')
     }
     this.writableEnded = true
     this.head = ''

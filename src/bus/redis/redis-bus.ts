@@ -19,15 +19,16 @@ export interface RedisBusOptions {
   limits?: MessageLimits
 }
 
-/**
- * The multi-instance bus: one command connection and ONE subscriber connection per instance,
- * whatever the number of streams. Channel subscriptions are reference-counted by listener.
- */
+/** History reads per READS_LUA call: one script runs alone on the Redis server while it lasts. */
 const READS_PER_CALL = 200
 /** Subscribes closer together than this are a burst: they wait BATCH_WINDOW_MS for company. */
 const BATCH_GAP_MS = 50
 const BATCH_WINDOW_MS = 3
 
+/**
+ * The multi-instance bus: one command connection and ONE subscriber connection per instance,
+ * whatever the number of streams. Channel subscriptions are reference-counted by listener.
+ */
 export class RedisBus implements Bus {
   readonly kind = 'redis'
   /** The command connection (publish, history, and the store made by `createStore`). */
@@ -177,7 +178,6 @@ export class RedisBus implements Bus {
   private readonly flushReads = (): void => {
     const all = this.reads ?? []
     this.reads = null
-    // Bounded per call: one script runs alone on the Redis server while it lasts.
     for (let i = 0; i < all.length; i += READS_PER_CALL) {
       const batch = all.slice(i, i + READS_PER_CALL)
       const args: string[] = batch.map(r => r.key)

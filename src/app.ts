@@ -130,9 +130,15 @@ export async function createBackend (config: Config, metrics: Metrics, log?: { w
 function serverOptions (config: Config): Record<string, unknown> {
   // An HTTP/2 session with no frame for this long is closed; heartbeats keep stream sessions busy.
   const http2SessionTimeout = Math.max(72000, config.heartbeatMs * 3)
-  if (config.tls !== undefined) return { http2: true, https: { cert: config.tls.cert, key: config.tls.key, allowHTTP1: true }, http2SessionTimeout }
-  if (config.http2Cleartext) return { http2: true, http2SessionTimeout }
-  return {}
+  // On close, HTTP/2 sessions get a GOAWAY, which lets the requests in flight finish
+  // (fastify's closeHttp2Sessions, made only when this is true).
+  const h2 = { http2: true, http2SessionTimeout, forceCloseConnections: true }
+  if (config.tls !== undefined) return { ...h2, https: { cert: config.tls.cert, key: config.tls.key, allowHTTP1: true } }
+  if (config.http2Cleartext) return h2
+  // close() ends idle keep-alive sockets at once but lets a request in flight finish: a
+  // publish that reached the bus is answered, so its client never retries an applied batch
+  // (`true` would cut it, and the retry would publish the batch twice).
+  return { forceCloseConnections: 'idle' }
 }
 
 /** host:port this instance listens on, for the operator page. */
@@ -154,8 +160,6 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     requestTimeout: 0,
     // Answered by the onRequest hook below, in the gateway's error shape.
     return503OnClosing: false,
-    // Idle keep-alive sockets would otherwise hold close() for their whole timeout.
-    forceCloseConnections: true,
     clientErrorHandler,
     // Errors raised before routing (a malformed URL) skip setErrorHandler: same shape here.
     frameworkErrors: (err: Error & { code?: string }, _request: unknown, reply: FastifyReply) => {
@@ -211,6 +215,11 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
     const e = errors.draining(1)
     reply.code(e.statusCode).headers({ ...e.headers, connection: 'close' })
     return await reply.send({ error: e.code, message: e.message })
+  })
+  // A request that was in flight when close began: its socket closes after the answer, instead
+  // of idling until keepAliveTimeout and holding close() for it.
+  app.addHook('onSend', async (request, reply) => {
+    if (closing) reply.header('connection', 'close')
   })
 
   if (config.corsOrigins !== undefined) {

@@ -89,10 +89,12 @@ async function holdStreams (base: string, n: number): Promise<{ ended: () => num
 interface Conn { lastEventId: string | null, status: number, upstream: string, text: string, endedAt: number | null }
 
 /** A real EventSource through the load balancer, recording each connection and every `seq` event. */
-function openStream (sub: string): { es: EventSource, conns: Conn[], received: number[], ended: () => boolean, errors: string[] } {
+function openStream (sub: string): { es: EventSource, conns: Conn[], received: number[], ids: string[], ended: () => boolean, errors: string[] } {
   const token = userToken(sub)
   const conns: Conn[] = []
   const received: number[] = []
+  // The id each one came with: a duplicate with one id is a delivery bug, with two a double publish.
+  const ids: string[] = []
   const errors: string[] = []
   let endSeen = false
   const esFetch: FetchLike = async (url, init) => {
@@ -115,9 +117,12 @@ function openStream (sub: string): { es: EventSource, conns: Conn[], received: n
   }
   const es = new EventSource(`${LB}/events`, { fetch: esFetch })
   es.addEventListener('error', (e) => { errors.push(`${(e as { code?: number }).code ?? ''} ${(e as { message?: string }).message ?? ''}`.trim()) })
-  es.addEventListener('seq', (e) => { received.push(Number(e.data)) })
+  es.addEventListener('seq', (e) => {
+    received.push(Number(e.data))
+    ids.push(e.lastEventId)
+  })
   es.addEventListener('end', () => { endSeen = true })
-  return { es, conns, received, ended: () => endSeen, errors }
+  return { es, conns, received, ids, ended: () => endSeen, errors }
 }
 
 /** Which replica (service name) answered, from X-Upstream's address. */
@@ -320,7 +325,9 @@ if (STACK === 'single') {
     await publishLb({ channel, event: 'end', data: 'end' }, failures)
     await until(stream.ended, 15000, 'the end marker')
     const dups = stream.received.filter((n, i) => stream.received.indexOf(n) !== i)
+      .map(n => `${n} (ids ${stream.received.flatMap((m, i) => m === n ? [stream.ids[i]] : []).join(', ')})`)
     const lost = Array.from({ length: total }, (_, i) => i).filter(n => !stream.received.includes(n))
+    if (failures.length > 0) t.comment(`publishes retried through the LB: ${failures.slice(0, 5).join(' | ')}`)
     t.same({ lost, dups }, { lost: [], dups: [] }, `${total} events published: 0 lost, 0 duplicated`)
     t.same(stream.received, Array.from({ length: total }, (_, i) => i), 'in order')
     t.equal(stream.conns.length, 2, 'one reconnect, no more')

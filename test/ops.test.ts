@@ -1,6 +1,10 @@
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { build, freePort, publish, RawStream, REDIS_URL, SECRET, sign, uniquePrefix, waitFor } from './helper'
+import { connect, type AddressInfo } from 'node:net'
+import { buildApp } from '../src/app'
+import { ZERO_ID, type Envelope } from '../src/bus/bus'
+import { MemoryBus } from '../src/bus/memory-bus'
+import { build, freePort, publish, publisherToken, RawStream, REDIS_URL, SECRET, sign, testConfig, uniquePrefix, waitFor } from './helper'
 
 t.test('/metrics after real traffic: every metric present and moved, no unbounded label', async t => {
   const gw = await build(t, { MAX_CONNECTIONS_PER_USER: '1' })
@@ -103,4 +107,51 @@ t.test('a second signal exits at once, in the middle of a long drain', async t =
   // The first frame is `retry: 3000`; a drained stream got a second retry hint before its end.
   const drained = streams.filter(s => s.frames().filter(f => f.retry !== undefined).length > 1).length
   t.ok(drained < 500, `${drained} of 1,000 streams were drained before the exit: the drain was cut short`)
+})
+
+t.test('close() while requests are in flight: each is answered, with connection: close, and applied once', async t => {
+  // The bus holds publishes until the close has begun, as a slow Redis would.
+  let reached!: () => void
+  const inPublish = new Promise<void>(resolve => { reached = resolve })
+  let release!: () => void
+  const held = new Promise<void>(resolve => { release = resolve })
+  class HeldBus extends MemoryBus {
+    override async publish (messages: Envelope[]): Promise<string[]> {
+      reached()
+      await held
+      return await super.publish(messages)
+    }
+  }
+  const bus = new HeldBus({ historySize: 100, historyTtlS: 60 })
+  const app = await buildApp({ config: testConfig({ REDIS_URL: '' }), logger: false, bus })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const port = (app.server.address() as AddressInfo).port
+  t.teardown(() => app.close())
+
+  // A publish whose body is still on its way when the close begins (100 Continue: its head was read).
+  const body = JSON.stringify({ channel: 'user:inflight', event: 'seq', data: 'uploading' })
+  const uploading = connect(port, '127.0.0.1')
+  let answer = ''
+  uploading.setEncoding('latin1').on('data', (s: string) => { answer += s })
+  const uploadClosed = new Promise<void>(resolve => uploading.on('close', () => resolve()))
+  uploading.write(`POST /publish HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${publisherToken()}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nexpect: 100-continue\r\n\r\n${body.slice(0, 10)}`)
+  await waitFor(() => answer.includes('100 Continue'), 5000, '100 Continue')
+  // And one the bus has taken.
+  const taken = publish(`http://127.0.0.1:${port}`, { channel: 'user:inflight', event: 'seq', data: 'taken' })
+  await inPublish
+
+  const closed = app.close()
+  await waitFor(() => !app.server.listening, 5000, 'the server to stop listening')
+  uploading.write(body.slice(10))
+  release()
+  const res = await taken
+  t.equal(res.status, 202, 'the publish the bus had taken was answered, not cut')
+  t.equal(res.body.ids?.length, 1, 'with its id')
+  await uploadClosed
+  const head = answer.slice(answer.indexOf('\r\n\r\n') + 4)
+  t.match(head, /^HTTP\/1\.1 202 /, 'the publish still uploading was answered too')
+  t.match(head, /\r\nconnection: close\r\n/i, 'with connection: close, and its socket closed after it')
+  await closed
+  const history = await bus.read('user:inflight', ZERO_ID)
+  t.same(history.messages.map(m => m.data).sort(), ['taken', 'uploading'], 'each applied once')
 })

@@ -64,14 +64,19 @@ async function frontDoor (app: FastifyInstance): Promise<void> {
   server.off('connection', nodeConnection)
   const origins = app.config.corsOrigins
   // The sockets that are ours (waiting for a head, or serving a stream): node:http does not
-  // know them, so its closeAllConnections (fastify's forceCloseConnections, after preClose
-  // ended the streams) must close them too, or server.close() would wait for them forever.
+  // know them, so server.close()'s closeIdleConnections (after preClose ended the streams)
+  // must close them too, or close() would wait for them forever. None has a request in flight.
   const sockets = new Set<Socket>()
-  const closeAll = server.closeAllConnections.bind(server)
-  server.closeAllConnections = () => {
-    closeAll()
+  const closeOurs = (): void => {
     for (const socket of sockets) socket.destroy()
     sockets.clear()
+  }
+  for (const name of ['closeIdleConnections', 'closeAllConnections'] as const) {
+    const nodes = server[name].bind(server)
+    server[name] = () => {
+      nodes()
+      closeOurs()
+    }
   }
 
   const stopHeadTimer = (socket: Socket): void => {

@@ -73,7 +73,7 @@ export async function createBus (config: Config, metrics: Metrics, log?: { warn:
     historyTtlS: config.historyTtlS,
     limits: limitsOf(config),
     onReconnect: () => metrics.busReconnects.inc(),
-    onDropped: (reason: string) => metrics.dropped.labels(reason).inc(),
+    onDropped: (reason: string) => metrics.droppedFor(reason).inc(),
     log
   }
   if (config.redisUrl !== undefined || config.redisClusterNodes !== undefined) {
@@ -200,7 +200,7 @@ export async function buildApp (opts: BuildOptions): Promise<FastifyInstance> {
   app.setErrorHandler((err: unknown, request, reply) => {
     const e = toGatewayError(err)
     if (isUnexpected(err, e)) request.log.error({ err }, 'request failed')
-    if (request.url.startsWith('/events') && isRejection(e)) metrics.connectionsRejected.labels(e.code).inc()
+    if (request.url.startsWith('/events') && isRejection(e)) metrics.rejectedFor(e.code).inc()
     if (e.headers !== undefined) reply.headers(e.headers)
     return reply.code(e.statusCode).send({ error: e.code, message: e.message })
   })

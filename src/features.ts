@@ -47,7 +47,7 @@ export async function createFeatures (o: { config: Config, bus: Bus, store: Stor
         metrics.presenceMembers.set(members)
         metrics.presenceChannels.set(channels)
       },
-      onEvent: (event, n) => metrics.presenceEvents.labels(event).inc(n),
+      onEvent: (event, n) => metrics.presenceEventsOf(event).inc(n),
       log: o.log
     })
   hub.observer = presence

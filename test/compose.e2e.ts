@@ -2,8 +2,9 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { EventSource, type FetchLike } from 'eventsource'
+import { EventSource } from 'eventsource'
 import { parseFrames, sign, waitFor } from './helper'
+import { duplicates, publishUntilAccepted, recordedStream, type RecordedStream } from './lb-client'
 
 // The compose stacks, for real: run by .ci/compose-e2e.sh after `compose up -d --build` (not by
 // `npm test`: the name does not match .taprc's include). Everything is checked the way a user
@@ -85,45 +86,8 @@ async function holdStreams (base: string, n: number): Promise<{ ended: () => num
   return { ended: () => ended, close: () => ac.abort() }
 }
 
-/** One request the EventSource made: what it sent, what came back, the raw body it read. */
-interface Conn { lastEventId: string | null, status: number, upstream: string, text: string, endedAt: number | null }
-
 /** A real EventSource through the load balancer, recording each connection and every `seq` event. */
-function openStream (sub: string): { es: EventSource, conns: Conn[], received: number[], ids: string[], ended: () => boolean, errors: string[] } {
-  const token = userToken(sub)
-  const conns: Conn[] = []
-  const received: number[] = []
-  // The id each one came with: a duplicate with one id is a delivery bug, with two a double publish.
-  const ids: string[] = []
-  const errors: string[] = []
-  let endSeen = false
-  const esFetch: FetchLike = async (url, init) => {
-    const conn: Conn = { lastEventId: init.headers['Last-Event-ID'] ?? null, status: 0, upstream: '', text: '', endedAt: null }
-    conns.push(conn)
-    const res = await fetch(url, { ...init, headers: { ...init.headers, authorization: `Bearer ${token}` } } as RequestInit)
-    conn.status = res.status
-    // $upstream_addr: every replica nginx tried, comma-separated; the last one answered.
-    conn.upstream = (res.headers.get('x-upstream') ?? '').split(',').pop()?.trim() ?? ''
-    if (res.body === null) return res
-    const decoder = new TextDecoder()
-    const body = res.body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
-      transform (chunk, ctl) {
-        conn.text += decoder.decode(chunk, { stream: true })
-        ctl.enqueue(chunk)
-      },
-      flush () { conn.endedAt = Date.now() }
-    }))
-    return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers })
-  }
-  const es = new EventSource(`${LB}/events`, { fetch: esFetch })
-  es.addEventListener('error', (e) => { errors.push(`${(e as { code?: number }).code ?? ''} ${(e as { message?: string }).message ?? ''}`.trim()) })
-  es.addEventListener('seq', (e) => {
-    received.push(Number(e.data))
-    ids.push(e.lastEventId)
-  })
-  es.addEventListener('end', () => { endSeen = true })
-  return { es, conns, received, ids, ended: () => endSeen, errors }
-}
+const openStream = (sub: string): RecordedStream => recordedStream(LB, userToken(sub))
 
 /** Which replica (service name) answered, from X-Upstream's address. */
 function replicaAt (upstream: string): string {
@@ -132,25 +96,7 @@ function replicaAt (upstream: string): string {
   throw new Error(`X-Upstream ${upstream} is not the address of ${REPLICAS.join(' or ')}`)
 }
 
-/** POST /publish through the LB; refusals are retried (nginx never sends a POST to a second replica, so a 502/503 was not applied). */
-async function publishLb (body: unknown, failures: string[]): Promise<void> {
-  const deadline = Date.now() + 15000
-  for (;;) {
-    let status = 0
-    let answer = ''
-    try {
-      const res = await fetch(`${LB}/publish`, { method: 'POST', headers: { authorization: `Bearer ${pubToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
-      status = res.status
-      answer = await res.text()
-    } catch (err) {
-      answer = (err as Error).message
-    }
-    if (status === 202) return
-    failures.push(`${status} ${answer.slice(0, 120)}`)
-    if (Date.now() > deadline) throw new Error(`publish through the LB kept failing: ${failures.slice(-5).join(' | ')}`)
-    await new Promise(resolve => setTimeout(resolve, 50))
-  }
-}
+const publishLb = (body: unknown, failures: string[]): Promise<void> => publishUntilAccepted(LB, pubToken, body, failures)
 
 async function getJson (url: string): Promise<any> {
   const res = await fetch(url)
@@ -262,7 +208,7 @@ if (STACK === 'single') {
     const failures: string[] = []
     await publishLb({ channel, event: 'seq', data: 0 }, failures)
     await until(() => stream.received.length > 0, 10000, 'event 0 through the LB')
-    t.same(stream.received, [0], 'a publish through the LB reached the stream')
+    t.same(stream.received.map(r => r.n), [0], 'a publish through the LB reached the stream')
 
     let next = 1
     publishing = true
@@ -324,12 +270,12 @@ if (STACK === 'single') {
     const total = next
     await publishLb({ channel, event: 'end', data: 'end' }, failures)
     await until(stream.ended, 15000, 'the end marker')
-    const dups = stream.received.filter((n, i) => stream.received.indexOf(n) !== i)
-      .map(n => `${n} (ids ${stream.received.flatMap((m, i) => m === n ? [stream.ids[i]] : []).join(', ')})`)
-    const lost = Array.from({ length: total }, (_, i) => i).filter(n => !stream.received.includes(n))
+    const seq = stream.received.map(r => r.n)
+    const dups = duplicates(stream.received)
+    const lost = Array.from({ length: total }, (_, i) => i).filter(n => !seq.includes(n))
     if (failures.length > 0) t.comment(`publishes retried through the LB: ${failures.slice(0, 5).join(' | ')}`)
     t.same({ lost, dups }, { lost: [], dups: [] }, `${total} events published: 0 lost, 0 duplicated`)
-    t.same(stream.received, Array.from({ length: total }, (_, i) => i), 'in order')
+    t.same(seq, Array.from({ length: total }, (_, i) => i), 'in order')
     t.equal(stream.conns.length, 2, 'one reconnect, no more')
     t.comment(`failover: ${total} events, docker stop took ${stop.ms} ms, publish retries ${failures.length}`)
   })
@@ -374,13 +320,13 @@ if (STACK === 'cluster') {
       })
       t.equal(res.status, 202, `published for user ${subs[i]} through ${via} directly: ${await res.text()}`)
       await waitFor(() => s.received.length > 0, 10000, `the event on ${servedBy[i]}'s stream`)
-      t.same(s.received, [i], `delivered across replicas: ${via} -> shard ${masters[i].node.split(',').pop()} -> ${servedBy[i]}`)
+      t.same(s.received.map(r => r.n), [i], `delivered across replicas: ${via} -> shard ${masters[i].node.split(',').pop()} -> ${servedBy[i]}`)
     }
 
     // And a publish through the LB, which lands on either replica.
     const failures: string[] = []
     await publishLb({ channel: `user:${subs[0]}`, event: 'seq', data: 100 }, failures)
     await waitFor(() => streams[0].received.length > 1, 10000, 'the event published through the LB')
-    t.same(streams[0].received, [0, 100], 'a publish through the LB reached the stream')
+    t.same(streams[0].received.map(r => r.n), [0, 100], 'a publish through the LB reached the stream')
   })
 }

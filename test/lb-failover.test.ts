@@ -5,8 +5,9 @@ import os from 'node:os'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { EventSource, type FetchLike } from 'eventsource'
+import { EventSource } from 'eventsource'
 import { parseFrames, publisherToken, REDIS_URL, SECRET, sign, uniquePrefix, waitFor } from './helper'
+import { duplicates, publishUntilAccepted, recordedStream } from './lb-client'
 
 // The load balancer of docker-compose.yml, run for real outside Docker: Debian's nginx on
 // loopback with deploy/nginx.conf unchanged (render-local.sh only writes the listen and upstream
@@ -65,19 +66,6 @@ async function stop (p: Proc | undefined, signal: NodeJS.Signals): Promise<void>
 
 const ok = async (url: string): Promise<boolean> => (await fetch(url).catch(() => null))?.status === 200
 
-/** One request the EventSource made: what it sent, what came back, and the raw body it read. */
-interface Conn {
-  lastEventId: string | null
-  status: number
-  /** $upstream_addr: every replica nginx tried, comma-separated; the last one answered. */
-  upstreamRaw: string
-  upstream: string
-  text: string
-  openedAt: number
-  /** Set when the body ended cleanly (terminating chunk), not when it was cut. */
-  endedAt: number | null
-}
-
 t.test('nginx (deploy/nginx.conf) in front of two gateways: SIGTERM one, the stream moves to the other and misses nothing', async t => {
   const nginxBin = findNginx()
   if (nginxBin === null) {
@@ -126,11 +114,10 @@ t.test('nginx (deploy/nginx.conf) in front of two gateways: SIGTERM one, the str
 
   // Anything that already went wrong ends the wait at once with the reason.
   let publisherError: Error | null = null
-  const errors: string[] = []
   const fatal = (): void => {
     if (nginx.child.exitCode !== null) throw new Error(`nginx exited (${nginx.child.exitCode}): ${nginx.stderr()}`)
     if (publisherError !== null) throw publisherError
-    if (live.es !== undefined && live.es.readyState === EventSource.CLOSED) throw new Error(`EventSource gave up: ${errors.join('; ')}`)
+    if (live.es !== undefined && live.es.readyState === EventSource.CLOSED) throw new Error(`EventSource gave up: ${stream.errors.join('; ')}`)
   }
   const until = (cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> =>
     waitFor(async () => { fatal(); return await cond() }, ms, what)
@@ -145,32 +132,9 @@ t.test('nginx (deploy/nginx.conf) in front of two gateways: SIGTERM one, the str
   // --- the client: a real EventSource, through nginx ---------------------------------------
   const sub = `lb-${randomBytes(4).toString('hex')}`
   const token = sign({ sub })
-  const conns: Conn[] = []
-  const received: Array<{ n: number, at: number }> = []
-  let endSeen = false
-  const esFetch: FetchLike = async (url, init) => {
-    const conn: Conn = { lastEventId: init.headers['Last-Event-ID'] ?? null, status: 0, upstreamRaw: '', upstream: '', text: '', openedAt: Date.now(), endedAt: null }
-    conns.push(conn)
-    const res = await fetch(url, { ...init, headers: { ...init.headers, authorization: `Bearer ${token}` } } as RequestInit)
-    conn.status = res.status
-    conn.upstreamRaw = res.headers.get('x-upstream') ?? ''
-    conn.upstream = conn.upstreamRaw.split(',').pop()?.trim() ?? ''
-    if (res.body === null) return res
-    // Read along with the client: the exact frames it got, and whether the body ended cleanly.
-    const decoder = new TextDecoder()
-    const body = res.body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
-      transform (chunk, ctl) {
-        conn.text += decoder.decode(chunk, { stream: true })
-        ctl.enqueue(chunk)
-      },
-      flush () { conn.endedAt = Date.now() }
-    }))
-    return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers })
-  }
-  const es = live.es = new EventSource(`${lb}/events`, { fetch: esFetch })
-  es.addEventListener('error', (e) => { errors.push(`${(e as { code?: number }).code ?? ''} ${(e as { message?: string }).message ?? ''}`.trim()) })
-  es.addEventListener('seq', (e) => { received.push({ n: Number(e.data), at: Date.now() }) })
-  es.addEventListener('end', () => { endSeen = true })
+  const stream = recordedStream(lb, token)
+  live.es = stream.es
+  const { conns, received } = stream
 
   await until(() => conns[0]?.text.includes('\nid: ') === true, 10000, 'the stream to open (cursor frame)')
   const first = conns[0]
@@ -182,35 +146,10 @@ t.test('nginx (deploy/nginx.conf) in front of two gateways: SIGTERM one, the str
 
   // --- the publisher: numbered events through nginx, one at a time --------------------------
   const pubToken = publisherToken()
-  let retries = 0
   /** When each numbered event was accepted (202). */
   const acceptedAt: number[] = []
   const failures: string[] = []
-  const publishOne = async (body: unknown): Promise<void> => {
-    const deadline = Date.now() + 15000
-    for (;;) {
-      let status = 0
-      let answer = ''
-      try {
-        const res = await fetch(`${lb}/publish`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${pubToken}`, 'content-type': 'application/json' },
-          body: JSON.stringify(body)
-        })
-        status = res.status
-        answer = await res.text()
-      } catch (err) {
-        answer = (err as Error).message
-      }
-      if (status === 202) return
-      // Only refusals are retried: nginx never forwards a POST to a second replica once sent,
-      // so a 502/503 here means this publish was not applied (a duplicate would show below).
-      retries++
-      failures.push(`${status} ${answer.slice(0, 120)}`)
-      if (Date.now() > deadline) throw new Error(`publish kept failing: ${failures.slice(-5).join(' | ')}`)
-      await new Promise(resolve => setTimeout(resolve, 50))
-    }
-  }
+  const publishOne = (body: unknown): Promise<void> => publishUntilAccepted(lb, pubToken, body, failures)
   const channel = `user:${sub}`
 
   // Unbuffered: an event published after the stream opened reaches the client through nginx
@@ -268,12 +207,13 @@ t.test('nginx (deploy/nginx.conf) in front of two gateways: SIGTERM one, the str
   const total = next
   // Per-channel order: once this arrives, every numbered event before it has arrived too.
   await publishOne({ channel, event: 'end', data: 'end' })
-  await until(() => endSeen, 10000, 'the end marker')
+  await until(stream.ended, 10000, 'the end marker')
 
   const seq = received.map(r => r.n)
+  t.same(duplicates(received), [], 'no event twice (a duplicate names the ids it came with)')
   t.same(seq, Array.from({ length: total }, (_, i) => i), `exactly 0..${total - 1}: no gap, no duplicate, in order`)
   t.equal(conns.length, 2, 'one reconnect, no more')
   t.ok(second.text.includes('event: seq'), 'events after the failover came over the second connection')
 
-  t.comment(`boot ${bootMs} ms; first event through nginx ${latency} ms; ${total} events; reconnect ${gapMs} ms after the drained stream ended; publish retries ${retries}${failures.length > 0 ? ` (${[...new Set(failures.map(f => f.split(' ')[0]))].join(',')})` : ''}; total ${Date.now() - started} ms`)
+  t.comment(`boot ${bootMs} ms; first event through nginx ${latency} ms; ${total} events; reconnect ${gapMs} ms after the drained stream ended; publish retries ${failures.length}${failures.length > 0 ? ` (${[...new Set(failures.map(f => f.split(' ')[0]))].join(',')})` : ''}; total ${Date.now() - started} ms`)
 })

@@ -273,7 +273,7 @@ export class Hub {
     }
     this.m.busSubscriptions.set(this.bus.subscriptionCount())
     this.m.connectionsActive.set(this.connections.size)
-    this.m.connectionsClosed.labels(reason).inc()
+    this.m.closedFor(reason).inc()
     this.m.connectionDuration.observe((Date.now() - conn.openedAt) / 1000)
     // `reqId` under fastify's key: the line reads as the request logger's did.
     // (pino leaves an undefined reqId out of the line.)

@@ -171,7 +171,7 @@ async function frontDoor (app: FastifyInstance): Promise<void> {
   /** The error answer app.ts's error handler gives, then the socket closes. */
   function refuse (socket: Socket, err: unknown, cors: Record<string, string>, log: StreamLog): void {
     const e = toGatewayError(err)
-    if (isRejection(e)) app.metrics.connectionsRejected.labels(e.code).inc()
+    if (isRejection(e)) app.metrics.rejectedFor(e.code).inc()
     if (isUnexpected(err, e)) log.error({ err }, 'request failed')
     log.info({ res: { statusCode: e.statusCode } }, 'request completed')
     if (!socket.destroyed) sendError(new SocketResponse(socket), e, cors)

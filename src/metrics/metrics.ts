@@ -87,15 +87,19 @@ export function createMetrics (registry: Registry = new Registry(), opts: { defa
     presenceMembers,
     presenceChannels,
     presenceEvents,
+    presenceEventsOf: childrenOf(presenceEvents),
     revocations,
     connectionsOpened,
     connectionsRejected,
+    rejectedFor: childrenOf(connectionsRejected),
     connectionsClosed,
+    closedFor: childrenOf(connectionsClosed),
     connectionDuration,
     published,
     delivered,
     replayed,
     dropped,
+    droppedFor: childrenOf(dropped),
     droppedConflated: dropped.labels('conflated'),
     droppedMalformed: dropped.labels('malformed'),
     droppedUndeliverable: dropped.labels('undeliverable'),
@@ -113,3 +117,17 @@ export function createMetrics (registry: Registry = new Registry(), opts: { defa
 }
 
 export type Metrics = ReturnType<typeof createMetrics>
+
+/**
+ * A one-label counter's child per value, made on first use and kept: prom-client's labels()
+ * hashes its arguments on every call, which a connect or close storm would pay each time. The
+ * values are the bounded enums of the label, so the cache is bounded too.
+ */
+export function childrenOf (counter: Counter<string>): (value: string) => Counter.Internal {
+  const made = new Map<string, Counter.Internal>()
+  return (value) => {
+    let child = made.get(value)
+    if (child === undefined) made.set(value, child = counter.labels(value))
+    return child
+  }
+}
